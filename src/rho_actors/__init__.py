@@ -1,0 +1,103 @@
+"""rho_actors: a trio-native, actor-model supervisor for LLM agents.
+
+The seed-compatible layer (``Agent``, ``AgentConfig``, ``Session``,
+``SessionStore`` ...) is built on the actor layer (``open_supervisor``,
+session actors, the Registry and Store actors), and both are public.
+"""
+
+from ._agent import Agent as Agent
+from ._config import AgentConfig as AgentConfig
+from ._errors import ActorCrashed as ActorCrashed
+from ._errors import ActorError as ActorError
+from ._errors import ConfigError as ConfigError
+from ._errors import ContextLengthExceeded as ContextLengthExceeded
+from ._errors import InvalidToolArguments as InvalidToolArguments
+from ._errors import MailboxClosed as MailboxClosed
+from ._errors import ModelError as ModelError
+from ._errors import RhoError as RhoError
+from ._errors import StoreError as StoreError
+from ._errors import SupervisionError as SupervisionError
+from ._errors import ToolDenied as ToolDenied
+from ._errors import ToolError as ToolError
+from ._errors import ToolTimeout as ToolTimeout
+from ._events import AgentEvent as AgentEvent
+from ._events import ApprovalInterrupt as ApprovalInterrupt
+from ._events import CompactResult as CompactResult
+from ._events import PendingApproval as PendingApproval
+from ._events import RunResult as RunResult
+from ._llm import ModelClient as ModelClient
+from ._messages import ApprovalDecision as ApprovalDecision
+from ._messages import Cancel as Cancel
+from ._messages import CompactRequest as CompactRequest
+from ._messages import Prompt as Prompt
+from ._messages import Reconfigure as Reconfigure
+from ._messages import Stop as Stop
+from ._profiles import PermissionProfile as PermissionProfile
+from ._profiles import load_profile as load_profile
+from ._session import EventStream as EventStream
+from ._session import EventStreamOverflow as EventStreamOverflow
+from ._session import Session as Session
+from ._state import State as State
+from ._store._backend import DirectoryBackend as DirectoryBackend
+from ._store._backend import SessionInfo as SessionInfo
+from ._store._backend import StoreBackend as StoreBackend
+from ._store._session_store import SessionStore as SessionStore
+from ._supervisor import Supervisor as Supervisor
+from ._supervisor import open_supervisor as open_supervisor
+from ._tools import FunctionTool as FunctionTool
+from ._tools import ToolContext as ToolContext
+from ._tools import ToolHandler as ToolHandler
+from ._tools import ToolOutput as ToolOutput
+from ._tools import ToolRegistry as ToolRegistry
+from ._tools import function_tool as function_tool
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActorCrashed",
+    "ActorError",
+    "Agent",
+    "AgentConfig",
+    "AgentEvent",
+    "ApprovalDecision",
+    "ApprovalInterrupt",
+    "Cancel",
+    "CompactRequest",
+    "CompactResult",
+    "ConfigError",
+    "ContextLengthExceeded",
+    "DirectoryBackend",
+    "EventStream",
+    "EventStreamOverflow",
+    "FunctionTool",
+    "InvalidToolArguments",
+    "MailboxClosed",
+    "ModelClient",
+    "ModelError",
+    "PendingApproval",
+    "PermissionProfile",
+    "Prompt",
+    "Reconfigure",
+    "RhoError",
+    "RunResult",
+    "Session",
+    "SessionInfo",
+    "SessionStore",
+    "State",
+    "Stop",
+    "StoreBackend",
+    "StoreError",
+    "SupervisionError",
+    "Supervisor",
+    "ToolContext",
+    "ToolDenied",
+    "ToolError",
+    "ToolHandler",
+    "ToolOutput",
+    "ToolRegistry",
+    "ToolTimeout",
+    "__version__",
+    "function_tool",
+    "load_profile",
+    "open_supervisor",
+]

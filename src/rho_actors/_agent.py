@@ -1,0 +1,86 @@
+"""The stateless agent definition: config, resolved prompt, tool catalogue.
+
+An ``Agent`` is cheap to share: any number of sessions can run from one,
+concurrently, because nothing about a conversation lives here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ._config import AgentConfig
+from ._errors import ConfigError
+from ._llm import ModelClient, ModelClients, ModelSettings
+from ._profiles import PermissionProfile, load_profile
+from ._tools import ToolRegistry
+from .tools import builtin_tools
+
+# Used when no API key is configured: local OpenAI-compatible servers
+# (vLLM, llama.cpp, Ollama, the scripted test server) accept any key.
+PLACEHOLDER_API_KEY = "sk-no-key-configured"
+
+
+class Agent:
+    """A reusable agent: its config, its permission profile and its tools."""
+
+    __slots__ = ("_profile", "_system_prompt", "config", "registry")
+
+    def __init__(self, config: AgentConfig | None = None, **overrides: Any) -> None:
+        if config is None:
+            config = AgentConfig(**overrides)
+        elif overrides:
+            raise TypeError("pass either an AgentConfig or keyword fields, not both")
+        self.config = config
+        self._profile = load_profile(config.profile)
+        self.registry = ToolRegistry(builtin_tools(self._profile))
+        self._system_prompt: str | None = None
+
+    @property
+    def profile(self) -> PermissionProfile:
+        return self._profile
+
+    @property
+    def system_prompt(self) -> str:
+        """The resolved system prompt (template read and filled once)."""
+        if self._system_prompt is None:
+            self._system_prompt = self.config.resolve_system_prompt()
+        return self._system_prompt
+
+    @property
+    def working_dir(self) -> Path:
+        return Path(self.config.working_dir or os.getcwd())
+
+    def api_key(self) -> str:
+        return self.config.api_key or os.environ.get("OPENAI_API_KEY") or PLACEHOLDER_API_KEY
+
+    def model_settings(self) -> ModelSettings:
+        config = self.config
+        if config.base_url is not None and not config.base_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"got {config.base_url!r}",
+                file=config.source,
+                key="base_url",
+                expected="an http:// or https:// URL",
+            )
+        return ModelSettings(
+            model=config.model,
+            base_url=config.base_url,
+            api_key=self.api_key(),
+            temperature=config.temperature,
+            reasoning_effort=config.reasoning_effort,
+            service_tier=config.service_tier,
+            response_format=config.response_format,
+        )
+
+    def create_client(self) -> ModelClient:
+        """A model client for this agent's settings, with its own connection pools.
+
+        Close it with ``await client.aclose()`` (or ``async with``). Sessions
+        do not use this: they share pools through their supervisor.
+        """
+        return ModelClient(ModelClients(), self.model_settings(), owns_clients=True)
+
+    def __repr__(self) -> str:
+        return f"Agent(model={self.config.model!r}, profile={self._profile.name!r})"

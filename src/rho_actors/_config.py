@@ -1,0 +1,276 @@
+"""Agent configuration: the seed's ``AgentConfig``, loadable from YAML.
+
+Defaults for the model, the endpoint and the profile come from the
+environment (``RHO_ACTORS_MODEL``, ``RHO_ACTORS_BASE_URL`` or
+``OPENAI_BASE_URL``, ``RHO_ACTORS_PROFILE``), so one config file works
+against a local server and a hosted one. The API key is read from the
+environment (``OPENAI_API_KEY``) or set on the object; it is never written to
+a file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import yaml
+
+from ._errors import ConfigError
+
+DEFAULT_MODEL = "gpt-5-mini"
+DEFAULT_MAX_TURNS = 50
+
+
+def _env(*names: str) -> str | None:
+    for name in names:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None
+
+
+def _default_model() -> str:
+    return _env("RHO_ACTORS_MODEL") or DEFAULT_MODEL
+
+
+def _default_base_url() -> str | None:
+    return _env("RHO_ACTORS_BASE_URL", "OPENAI_BASE_URL")
+
+
+def _default_profile() -> str | None:
+    return _env("RHO_ACTORS_PROFILE")
+
+
+@attrs.define(kw_only=True)
+class AgentConfig:
+    """Everything that defines an agent; sessions made from it share it.
+
+    ``system_prompt`` is literal text or the path of a prompt template file;
+    ``{{ name }}`` placeholders are filled from ``vars``. ``profile`` is a
+    built-in profile name, a path to a YAML profile, or a profile object.
+    """
+
+    system_prompt: str | None = None
+    vars: dict[str, str] = attrs.field(factory=dict)
+    model: str = attrs.field(factory=_default_model)
+    profile: Any = attrs.field(factory=_default_profile)
+    backend: Any = "local"
+    working_dir: str | None = None
+    base_url: str | None = attrs.field(factory=_default_base_url)
+    service_tier: str | None = None
+    reasoning_effort: str | None = None
+    response_format: dict[str, Any] | None = None
+    auto_approve: bool = True
+    extras: dict[str, Any] = attrs.field(factory=dict)
+    # Beyond the seed fields:
+    max_turns: int = DEFAULT_MAX_TURNS
+    max_tool_executions: int | None = None
+    temperature: float | None = None
+    # Never persisted: see to_file().
+    api_key: str | None = attrs.field(default=None, repr=False)
+    # Where the config was loaded from, for relative paths and error messages.
+    source: str | None = attrs.field(default=None, repr=False, eq=False)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> AgentConfig:
+        """Load a YAML config; errors name the file, the key and what was expected."""
+        where = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config ({exc.strerror})", file=where) from exc
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f" at line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"invalid YAML{line}", file=where, expected="a YAML mapping") from exc
+        if data is None:
+            data = {}
+        return cls.from_dict(data, source=where)
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str | None = None) -> AgentConfig:
+        if not isinstance(data, Mapping):
+            raise ConfigError(
+                f"got {type(data).__name__}", file=source, expected="a mapping of config keys"
+            )
+        known = {f.name: f for f in attrs.fields(cls) if f.name not in ("api_key", "source")}
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key == "api_key":
+                raise ConfigError(
+                    "API keys do not belong in config files",
+                    file=source,
+                    key="api_key",
+                    expected="the OPENAI_API_KEY environment variable",
+                )
+            if key not in known:
+                raise ConfigError(
+                    "unknown key",
+                    file=source,
+                    key=str(key),
+                    expected="one of " + ", ".join(sorted(known)),
+                )
+            kwargs[key] = _check_field(key, value, source)
+        return cls(**kwargs, source=source)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain data, without the API key."""
+        out: dict[str, Any] = {}
+        for f in attrs.fields(type(self)):
+            if f.name in ("api_key", "source"):
+                continue
+            value = getattr(self, f.name)
+            if f.name == "profile" and value is not None and not isinstance(value, str):
+                value = getattr(value, "name", str(value))
+            if f.name == "backend" and not isinstance(value, str):
+                value = getattr(value, "name", "daytona")
+            out[f.name] = value
+        return out
+
+    def to_file(self, path: str | os.PathLike[str]) -> None:
+        """Write the config as YAML. The API key is never written."""
+        Path(path).write_text(
+            yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8"
+        )
+
+    @property
+    def profile_name(self) -> str:
+        if self.profile is None:
+            return "developer"
+        if isinstance(self.profile, str):
+            return self.profile
+        return str(getattr(self.profile, "name", "custom"))
+
+    def resolve_system_prompt(self) -> str:
+        """The system prompt text, read from its template file if it names one, with vars filled."""
+        prompt = self.system_prompt
+        if prompt is None:
+            return ""
+        where = "system_prompt"
+        candidate = self._prompt_path(prompt)
+        defaults: dict[str, str] = {}
+        if candidate is not None:
+            where = str(candidate)
+            try:
+                prompt = candidate.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot read prompt template ({exc.strerror})", file=where
+                ) from exc
+            prompt, defaults = _split_front_matter(prompt, where)
+        values = {**defaults, **{k: str(v) for k, v in self.vars.items()}}
+        return _substitute(prompt, values, where)
+
+    def _prompt_path(self, prompt: str) -> Path | None:
+        if "\n" in prompt or len(prompt) > 1024:
+            return None
+        path = Path(prompt).expanduser()
+        if not path.is_absolute() and self.source is not None:
+            beside = Path(self.source).parent / path
+            if beside.is_file():
+                return beside
+        return path if path.is_file() else None
+
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+def _substitute(template: str, values: Mapping[str, str], where: str) -> str:
+    def fill(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in values:
+            raise ConfigError(
+                "template variable has no value",
+                file=where,
+                key=name,
+                expected=f"vars[{name!r}] in the config",
+            )
+        return values[name]
+
+    return _PLACEHOLDER.sub(fill, template)
+
+
+def _split_front_matter(text: str, where: str) -> tuple[str, dict[str, str]]:
+    """A template may start with YAML front matter giving default ``vars``."""
+    if not text.startswith("---\n"):
+        return text, {}
+    end = text.find("\n---", 4)
+    if end < 0:
+        return text, {}
+    try:
+        meta = yaml.safe_load(text[4:end]) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError("invalid front matter", file=where, expected="YAML") from exc
+    body = text[end + 4 :].lstrip("\n")
+    defaults = meta.get("vars", {}) if isinstance(meta, dict) else {}
+    if not isinstance(defaults, dict):
+        raise ConfigError("front matter 'vars' is not a mapping", file=where, key="vars")
+    return body, {str(k): str(v) for k, v in defaults.items()}
+
+
+_STR_OR_NONE = {
+    "system_prompt",
+    "working_dir",
+    "base_url",
+    "service_tier",
+    "reasoning_effort",
+}
+
+
+def _check_field(key: str, value: Any, source: str | None) -> Any:
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(
+            f"got {type(value).__name__} {value!r}", file=source, key=key, expected=expected
+        )
+
+    if key in _STR_OR_NONE:
+        if value is not None and not isinstance(value, str):
+            raise bad("a string")
+        return value
+    if key == "model":
+        if not isinstance(value, str) or not value:
+            raise bad("a model name")
+        return value
+    if key in ("vars",):
+        if not isinstance(value, Mapping):
+            raise bad("a mapping of names to strings")
+        return {str(k): str(v) for k, v in value.items()}
+    if key in ("extras",):
+        if not isinstance(value, Mapping):
+            raise bad("a mapping")
+        return dict(value)
+    if key == "response_format":
+        if value is not None and not isinstance(value, Mapping):
+            raise bad("a mapping")
+        return dict(value) if value is not None else None
+    if key == "auto_approve":
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if key in ("max_turns",):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise bad("a positive integer")
+        return value
+    if key == "max_tool_executions":
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise bad("a non-negative integer")
+        return value
+    if key == "temperature":
+        if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
+            raise bad("a number")
+        return value
+    if key == "profile":
+        if value is not None and not isinstance(value, str | Mapping):
+            raise bad("a profile name, a path, or a mapping")
+        return value
+    if key == "backend":
+        if not isinstance(value, str) or value not in ("local", "daytona"):
+            raise bad("'local' or 'daytona'")
+        return value
+    return value

@@ -1,0 +1,498 @@
+"""The model client: OpenAI Chat Completions over ``openai.AsyncOpenAI``.
+
+Three measured costs shape this module:
+
+* The HTTP connection pool does work proportional to its size on every
+  request, so one pool shared by thousands of concurrent runs makes each call
+  slower as concurrency grows. :class:`ModelClients` therefore splits a
+  provider's connections over *shards* (separate pools of at most
+  ``SHARD_SIZE`` connections), opened only as load needs them.
+* openai-python's request transform walks the whole message list on every
+  call, O(history). We send the request body as bytes we build ourselves,
+  from messages JSON-encoded once (``State.encoded_messages``), so a call
+  with a long history costs a join, not a re-serialisation.
+* Building an ``AsyncOpenAI`` client costs ~20 ms (TLS context), so clients
+  are shared per provider and never made per run.
+
+Retries (429, 5xx, connection errors) happen only before the first streamed
+byte: after that, text has already reached the user's event handlers.
+A 429 pauses every run using the same provider key (:class:`RateGate`).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import json
+import random
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, cast
+
+import attrs
+import httpx2
+import openai
+import trio
+from openai import AsyncStream
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+from ._errors import ContextLengthExceeded, ModelError
+
+# Connections per pool shard: small enough that per-request pool bookkeeping
+# stays cheap, large enough that a modest workload uses a single pool.
+SHARD_SIZE = 128
+DEFAULT_MAX_RETRIES = 4
+# Backoff for retries without a Retry-After header: base * 2**attempt, jittered.
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 30.0
+# A Retry-After longer than this is not worth waiting for inside a run.
+MAX_RETRY_AFTER = 120.0
+# A safety net for a server that stops talking; callers set real deadlines
+# with cancel scopes.
+_HTTP_TIMEOUT = httpx2.Timeout(600.0, connect=10.0)
+
+_ssl_context: ssl.SSLContext | None = None
+
+
+def _shared_ssl_context() -> ssl.SSLContext:
+    """One TLS context per process: building one is most of a client's cost."""
+    global _ssl_context
+    if _ssl_context is None:
+        _ssl_context = httpx2.create_ssl_context()
+    return _ssl_context
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class ToolCall:
+    """A tool call assembled from streamed deltas; ``arguments`` is the raw JSON text."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def to_message(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class ModelTurn:
+    """One model call's answer."""
+
+    text: str
+    tool_calls: list[ToolCall]
+    usage: dict[str, int]
+    finish_reason: str | None
+
+
+def usage_from(raw: Any) -> dict[str, int]:
+    """Our usage keys from an OpenAI ``usage`` object (or dict)."""
+    if raw is None:
+        return {}
+
+    def get(obj: Any, name: str) -> Any:
+        if obj is None:
+            return None
+        if isinstance(obj, Mapping):
+            return obj.get(name)
+        return getattr(obj, name, None)
+
+    prompt = get(raw, "prompt_tokens") or 0
+    completion = get(raw, "completion_tokens") or 0
+    cached = get(get(raw, "prompt_tokens_details"), "cached_tokens") or 0
+    reasoning = get(get(raw, "completion_tokens_details"), "reasoning_tokens") or 0
+    return {
+        "input_tokens": int(prompt),
+        "output_tokens": int(completion),
+        "cached_tokens": int(cached),
+        "reasoning_tokens": int(reasoning),
+        "total_tokens": int(get(raw, "total_tokens") or prompt + completion),
+        "api_calls": 1,
+    }
+
+
+class RateGate:
+    """A pause shared by every run on one provider key.
+
+    A 429 with ``Retry-After`` means the *key* is over its budget, not the
+    one request; letting the other runs keep hammering would only earn more
+    429s. Runs call :meth:`wait` before each request.
+    """
+
+    def __init__(self) -> None:
+        self._resume_at = 0.0
+
+    def pause(self, seconds: float) -> None:
+        self._resume_at = max(self._resume_at, trio.current_time() + seconds)
+
+    @property
+    def paused_for(self) -> float:
+        return max(0.0, self._resume_at - trio.current_time())
+
+    async def wait(self) -> None:
+        # Loop: another run may extend the pause while we sleep.
+        while (delay := self._resume_at - trio.current_time()) > 0:
+            await trio.sleep(delay)
+
+
+@attrs.define(slots=True)
+class _Shard:
+    client: openai.AsyncOpenAI
+    active: int = 0
+
+
+class _Provider:
+    """The pools and the rate gate of one (base_url, api_key)."""
+
+    def __init__(self, base_url: str | None, api_key: str) -> None:
+        self.base_url = base_url
+        self.api_key = api_key
+        self.gate = RateGate()
+        self.shards: list[_Shard] = []
+
+    def _new_shard(self) -> _Shard:
+        http = httpx2.AsyncClient(
+            verify=_shared_ssl_context(),
+            timeout=_HTTP_TIMEOUT,
+            limits=httpx2.Limits(
+                max_connections=SHARD_SIZE, max_keepalive_connections=SHARD_SIZE
+            ),
+            follow_redirects=True,
+        )
+        client = openai.AsyncOpenAI(
+            api_key=self.api_key,
+            base_url=self.base_url,
+            max_retries=0,  # we retry ourselves, with a shared rate gate
+            timeout=_HTTP_TIMEOUT,
+            http_client=http,
+        )
+        shard = _Shard(client=client)
+        self.shards.append(shard)
+        return shard
+
+    def acquire(self) -> _Shard:
+        for shard in self.shards:
+            if shard.active < SHARD_SIZE:
+                shard.active += 1
+                return shard
+        shard = self._new_shard()
+        shard.active += 1
+        return shard
+
+    async def aclose(self) -> None:
+        for shard in self.shards:
+            await shard.client.close()
+        self.shards.clear()
+
+
+def _provider_key(base_url: str | None, api_key: str) -> str:
+    digest = hashlib.sha256(api_key.encode()).hexdigest()[:16]
+    return f"{base_url or 'default'}#{digest}"
+
+
+class ModelClients:
+    """Shared model clients, one set of pools and one rate gate per provider key.
+
+    Its lifetime is an ``async with`` block (:func:`open_model_clients`): a
+    supervisor holds one for all its sessions; a standalone session run
+    holds one for the duration of the run.
+    """
+
+    def __init__(self) -> None:
+        self._providers: dict[str, _Provider] = {}
+        self.closed = False
+
+    def provider(self, base_url: str | None, api_key: str) -> _Provider:
+        key = _provider_key(base_url, api_key)
+        found = self._providers.get(key)
+        if found is None:
+            found = self._providers[key] = _Provider(base_url, api_key)
+        return found
+
+    def gate(self, base_url: str | None, api_key: str) -> RateGate:
+        return self.provider(base_url, api_key).gate
+
+    async def aclose(self) -> None:
+        self.closed = True
+        with trio.CancelScope(shield=True):
+            for provider in self._providers.values():
+                await provider.aclose()
+        self._providers.clear()
+
+
+@asynccontextmanager
+async def open_model_clients() -> AsyncIterator[ModelClients]:
+    clients = ModelClients()
+    try:
+        yield clients
+    finally:
+        await clients.aclose()
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class ModelSettings:
+    """What a session sends with every request, besides the messages."""
+
+    model: str
+    base_url: str | None
+    api_key: str = attrs.field(repr=False)
+    temperature: float | None = None
+    reasoning_effort: str | None = None
+    service_tier: str | None = None
+    response_format: Mapping[str, Any] | None = None
+    max_retries: int = DEFAULT_MAX_RETRIES
+
+
+def build_body(
+    settings: ModelSettings,
+    encoded_messages: Sequence[bytes],
+    tools: Sequence[Mapping[str, Any]] | None,
+    *,
+    stream: bool,
+    extra: Mapping[str, Any] | None = None,
+) -> bytes:
+    """The request body: the settings as JSON, with the pre-encoded messages spliced in."""
+    head: dict[str, Any] = {"model": settings.model, "stream": stream}
+    if stream:
+        head["stream_options"] = {"include_usage": True}
+    if tools:
+        head["tools"] = list(tools)
+    if settings.temperature is not None:
+        head["temperature"] = settings.temperature
+    if settings.reasoning_effort is not None:
+        head["reasoning_effort"] = settings.reasoning_effort
+    if settings.service_tier is not None:
+        head["service_tier"] = settings.service_tier
+    if settings.response_format is not None:
+        head["response_format"] = dict(settings.response_format)
+    if extra:
+        head.update(extra)
+    prefix = json.dumps(head, separators=(",", ":")).encode()
+    return b"".join((prefix[:-1], b',"messages":[', b",".join(encoded_messages), b"]}"))
+
+
+def retry_delay(exc: Exception, attempt: int) -> float:
+    """How long to wait before retry number ``attempt`` (0-based)."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is not None:
+        delay = _parse_retry_after(headers)
+        if delay is not None:
+            return min(delay, MAX_RETRY_AFTER)
+    backoff: float = min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)
+    return backoff * (0.5 + random.random() / 2)
+
+
+def _parse_retry_after(headers: Any) -> float | None:
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return max(0.0, float(raw_ms) / 1000)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _is_retryable(exc: Exception) -> bool:
+    if isinstance(exc, openai.APIConnectionError):  # includes timeouts
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code == 429 or exc.status_code == 408 or exc.status_code >= 500
+    return False
+
+
+def _is_context_overflow(exc: Exception) -> bool:
+    if not isinstance(exc, openai.BadRequestError):
+        return False
+    code = getattr(exc, "code", None)
+    if code == "context_length_exceeded":
+        return True
+    text = str(exc).lower()
+    return "context length" in text or "context_length" in text or "too many tokens" in text
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, openai.APIStatusError):
+        return f"model endpoint returned HTTP {exc.status_code}: {exc.message}"
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__ or exc.__context__
+        detail = f" ({type(cause).__name__}: {cause})" if cause else ""
+        return f"cannot reach the model endpoint{detail}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class ModelClient:
+    """Calls one model with one session's settings, through shared pools."""
+
+    def __init__(
+        self, clients: ModelClients, settings: ModelSettings, *, owns_clients: bool = False
+    ) -> None:
+        self._clients = clients
+        self._owns_clients = owns_clients
+        self.settings = settings
+        self._provider = clients.provider(settings.base_url, settings.api_key)
+
+    async def aclose(self) -> None:
+        """Close the pools, if this client owns them (see ``Agent.create_client``)."""
+        if self._owns_clients:
+            await self._clients.aclose()
+
+    async def __aenter__(self) -> ModelClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    @property
+    def gate(self) -> RateGate:
+        return self._provider.gate
+
+    async def _open_with_retries(
+        self,
+        body: bytes,
+        *,
+        stream: bool,
+        on_retry: Callable[[Exception, float], None] | None = None,
+    ) -> tuple[Any, _Shard]:
+        attempt = 0
+        while True:
+            await self.gate.wait()
+            shard = self._provider.acquire()
+            try:
+                if stream:
+                    response = await shard.client.post(
+                        "/chat/completions",
+                        cast_to=ChatCompletion,
+                        content=body,
+                        stream=True,
+                        stream_cls=AsyncStream[ChatCompletionChunk],
+                    )
+                else:
+                    response = await shard.client.post(
+                        "/chat/completions", cast_to=ChatCompletion, content=body
+                    )
+                return response, shard
+            except openai.APIError as exc:
+                shard.active -= 1
+                if _is_context_overflow(exc):
+                    raise ContextLengthExceeded(_describe(exc), status_code=400) from exc
+                if not _is_retryable(exc) or attempt >= self.settings.max_retries:
+                    raise ModelError(
+                        _describe(exc), status_code=getattr(exc, "status_code", None)
+                    ) from exc
+                delay = retry_delay(exc, attempt)
+                if isinstance(exc, openai.RateLimitError):
+                    self.gate.pause(delay)
+                if on_retry is not None:
+                    on_retry(exc, delay)
+                attempt += 1
+                await trio.sleep(delay)
+            except BaseException:
+                shard.active -= 1
+                raise
+
+    async def stream(
+        self,
+        encoded_messages: Sequence[bytes],
+        tools: Sequence[Mapping[str, Any]] | None,
+        on_text: Callable[[str], Any] | None = None,
+        on_retry: Callable[[Exception, float], None] | None = None,
+    ) -> ModelTurn:
+        """Stream one completion; ``on_text`` sees each text delta as it arrives.
+
+        Cancelling the caller closes the HTTP stream at once (the connection
+        is dropped, so the server sees the client go away).
+        """
+        body = build_body(self.settings, encoded_messages, tools, stream=True)
+        stream, shard = await self._open_with_retries(body, stream=True, on_retry=on_retry)
+        stream = cast("AsyncStream[ChatCompletionChunk]", stream)
+        text_parts: list[str] = []
+        calls: dict[int, dict[str, Any]] = {}
+        usage: dict[str, int] = {}
+        finish_reason: str | None = None
+        try:
+            async for chunk in stream:
+                if chunk.usage is not None:
+                    usage = usage_from(chunk.usage)
+                for choice in chunk.choices:
+                    delta = choice.delta
+                    if choice.finish_reason is not None:
+                        finish_reason = choice.finish_reason
+                    if delta is None:
+                        continue
+                    if delta.content:
+                        text_parts.append(delta.content)
+                        if on_text is not None:
+                            result = on_text(delta.content)
+                            if result is not None:
+                                await result
+                    for tc in delta.tool_calls or ():
+                        slot = calls.setdefault(tc.index, {"id": None, "name": "", "args": []})
+                        if tc.id:
+                            slot["id"] = tc.id
+                        if tc.function is not None:
+                            if tc.function.name:
+                                slot["name"] += tc.function.name
+                            if tc.function.arguments:
+                                slot["args"].append(tc.function.arguments)
+        except openai.APIError as exc:
+            raise ModelError(f"stream failed: {_describe(exc)}") from exc
+        except (httpx2.HTTPError, ValueError) as exc:
+            # A reset connection or a malformed chunk mid-stream.
+            raise ModelError(f"stream failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            shard.active -= 1
+            # Closing is what tells the server we are gone; do it even when
+            # cancelled, but never let a stuck close hold the caller.
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                await stream.close()
+        tool_calls = [
+            ToolCall(
+                id=slot["id"] or f"call_{index}_{random.getrandbits(32):08x}",
+                name=slot["name"],
+                arguments="".join(slot["args"]),
+            )
+            for index, slot in sorted(calls.items())
+        ]
+        return ModelTurn(
+            text="".join(text_parts),
+            tool_calls=tool_calls,
+            usage=usage,
+            finish_reason=finish_reason,
+        )
+
+    async def complete(
+        self,
+        encoded_messages: Sequence[bytes],
+        *,
+        on_retry: Callable[[Exception, float], None] | None = None,
+    ) -> ModelTurn:
+        """One non-streaming completion without tools (used for summaries)."""
+        body = build_body(self.settings, encoded_messages, None, stream=False)
+        response, shard = await self._open_with_retries(body, stream=False, on_retry=on_retry)
+        shard.active -= 1
+        completion = cast(ChatCompletion, response)
+        text = ""
+        finish: str | None = None
+        if completion.choices:
+            text = completion.choices[0].message.content or ""
+            finish = completion.choices[0].finish_reason
+        return ModelTurn(
+            text=text, tool_calls=[], usage=usage_from(completion.usage), finish_reason=finish
+        )

@@ -1,0 +1,72 @@
+"""The messages a Session actor accepts.
+
+They form a closed union (:data:`SessionMessage`); the actor dispatches with
+``match`` and ``assert_never``, so adding a message without handling it is a
+type error. Requests that expect an answer carry their own :class:`Reply`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from ._actor import Reply
+from ._events import AgentEvent, CompactResult, RunResult
+
+EventCallback = Callable[[AgentEvent], Any]
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Prompt:
+    """Run a prompt to completion (or resume a paused run when ``prompt`` is None)."""
+
+    prompt: str | None
+    reply: Reply[RunResult] | None
+    on_event: EventCallback | None = None
+    cancel_check: Callable[[], bool] | None = None
+    timeout: float | None = None
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Cancel:
+    """Cancel the run in flight, if any. Never sticky: a later run starts clean."""
+
+    reason: str = "cancelled"
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class ApprovalDecision:
+    """Approve or deny a tool call that is waiting for a decision."""
+
+    tool_call_id: str
+    approved: bool
+    reason: str | None = None
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Reconfigure:
+    """Change settings of a live session; applied at the next turn, never mid-tool."""
+
+    changes: dict[str, Any]
+    reply: Reply[None] | None = None
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class CompactRequest:
+    """Compact the history now (``trigger="manual"``)."""
+
+    instructions: str | None
+    reply: Reply[CompactResult]
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Stop:
+    """Finish the run in flight (or cancel it after ``grace``), then stop."""
+
+    grace: float | None = None
+    reply: Reply[None] | None = None
+
+
+SessionMessage = Prompt | Cancel | ApprovalDecision | Reconfigure | CompactRequest | Stop

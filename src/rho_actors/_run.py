@@ -1,0 +1,591 @@
+"""One run: the agent loop a Session actor executes for a Prompt.
+
+The loop streams a model reply, runs the tool calls through the Registry
+actor, feeds the results back and repeats until the model answers without
+tool calls, a limit is hit, or the run is cancelled.
+
+Everything a run waits on (the model, a tool, an approval, a compaction)
+happens inside the run's cancel scope, so a cancel from any source stops it
+at once. Whatever stopped it, the run ends the same way: dangling tool calls
+are answered, the final records are written in a shielded, bounded scope,
+and a :class:`RunResult` is returned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from ._compaction import summarise
+from ._errors import ContextLengthExceeded, ModelError
+from ._events import (
+    AgentEvent,
+    ApprovalInterrupt,
+    CompactResult,
+    PendingApproval,
+    RunResult,
+    RunStatus,
+)
+from ._llm import ModelClient, ModelTurn, ToolCall
+from ._messages import EventCallback
+from ._state import add_usage, empty_usage
+from ._tools import ToolContext, ToolHandler, ToolOutput
+
+if TYPE_CHECKING:
+    from ._session import Session
+
+# How long the final records of a cancelled run may take to reach the store.
+FINAL_WRITE_TIMEOUT = 5.0
+# How often a cancel_check callable is polled while a run waits.
+CANCEL_CHECK_INTERVAL = 0.05
+# A decision that never comes is a denial.
+DEFAULT_APPROVAL_TIMEOUT = 600.0
+
+CANCELLED_RESULT = "[cancelled before this tool call finished]"
+DENIED_RESULT = "[denied: {reason}]"
+
+
+class CallbackFailed(Exception):
+    """An ``on_event`` callback raised: the run ends with status ``error``."""
+
+
+class RunControl:
+    """What the actor's control loop and the run share while the run is in flight."""
+
+    __slots__ = (
+        "cancel_reason",
+        "compact_pending",
+        "decisions",
+        "paused",
+        "scope",
+    )
+
+    def __init__(self) -> None:
+        self.scope = trio.CancelScope()
+        self.cancel_reason: str | None = None
+        # Internal Compact requests, drained before the next model call. A
+        # plain flag, not the mailbox: the actor posting to its own bounded
+        # mailbox could deadlock.
+        self.compact_pending: str | None = None
+        self.decisions: dict[str, _Decision] = {}
+        self.paused: list[PendingApproval] = []
+
+    def cancel(self, reason: str) -> None:
+        if self.cancel_reason is None:
+            self.cancel_reason = reason
+        self.scope.cancel(reason=reason)
+
+    def decide(self, tool_call_id: str, approved: bool, reason: str | None) -> bool:
+        decision = self.decisions.get(tool_call_id)
+        if decision is None or decision.event.is_set():
+            return False
+        decision.approved = approved
+        decision.reason = reason
+        decision.event.set()
+        return True
+
+
+@attrs.define(slots=True)
+class _Decision:
+    event: trio.Event = attrs.field(factory=trio.Event)
+    approved: bool = False
+    reason: str | None = None
+
+
+class Events:
+    """Collects a run's events and fans them out to callbacks and streams."""
+
+    __slots__ = ("_callbacks", "_session", "events")
+
+    def __init__(self, session: Session, on_event: EventCallback | None) -> None:
+        self.events: list[AgentEvent] = []
+        self._session = session
+        self._callbacks = [cb for cb in (on_event,) if cb is not None]
+
+    async def emit(self, event: AgentEvent) -> None:
+        self.events.append(event)
+        for callback in self._callbacks:
+            try:
+                result = callback(event)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as exc:
+                name = getattr(callback, "__qualname__", repr(callback))
+                raise CallbackFailed(
+                    f"on_event callback {name} raised {type(exc).__name__}: {exc}"
+                ) from exc
+        self._session._publish(event)
+
+
+def _parse_args_for_event(raw: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        return {"_raw": raw}
+    return value if isinstance(value, dict) else {"_raw": raw}
+
+
+@attrs.define(slots=True)
+class _RunTotals:
+    usage: dict[str, int] = attrs.field(factory=empty_usage)
+    tool_executions: int = 0
+    turns: int = 0
+    last_text: str = ""
+
+
+async def execute_run(
+    session: Session,
+    *,
+    prompt: str | None,
+    on_event: EventCallback | None,
+    cancel_check: Callable[[], bool] | None,
+    timeout: float | None,
+    control: RunControl,
+) -> RunResult:
+    """Run one prompt (or resume a paused run) and return its result."""
+    state = session.state
+    events = Events(session, on_event)
+    totals = _RunTotals()
+    status: RunStatus = "completed"
+    error: str | None = None
+    services = session._require_services()
+    client = ModelClient(services.clients, session._model_settings())
+
+    if not state.messages and session.agent.system_prompt:
+        state.add_system_message(session.agent.system_prompt)
+    state.start_run(prompt if prompt is not None else "")
+    if prompt is not None:
+        state.add_user_message(prompt)
+    await session._persist(run_started=True, prompt=prompt)
+
+    if timeout is not None:
+        control.scope.deadline = trio.current_time() + timeout
+
+    check = cancel_check or session.cancel_check
+    try:
+        with control.scope:
+            async with trio.open_nursery() as watchers:
+                if check is not None:
+                    watchers.start_soon(_watch_cancel_check, check, control)
+                status, error = await _loop(session, client, events, totals, control, check)
+                watchers.cancel_scope.cancel(reason="run finished")
+    except CallbackFailed as exc:
+        status, error = "error", str(exc)
+    except ModelError as exc:
+        status, error = "error", exc.message
+    except trio.Cancelled:
+        # The enclosing scope was cancelled, not just this run. Still leave
+        # the State valid and the trace complete before letting it through.
+        if control.cancel_reason is None:
+            control.cancel_reason = "the enclosing scope was cancelled"
+        with trio.move_on_after(FINAL_WRITE_TIMEOUT, shield=True):
+            await _finish(session, events, totals, "cancelled", None, control)
+        raise
+    if control.scope.cancelled_caught:
+        status = "cancelled"
+        if control.cancel_reason is None:
+            control.cancel_reason = (
+                "deadline exceeded" if timeout is not None else "cancelled"
+            )
+
+    return await _finish(session, events, totals, status, error, control)
+
+
+async def _watch_cancel_check(check: Callable[[], bool], control: RunControl) -> None:
+    while True:
+        try:
+            if check():
+                control.cancel("cancel_check returned True")
+                return
+        except Exception as exc:
+            control.cancel(f"cancel_check raised {type(exc).__name__}: {exc}")
+            return
+        await trio.sleep(CANCEL_CHECK_INTERVAL)
+
+
+async def _loop(
+    session: Session,
+    client: ModelClient,
+    events: Events,
+    totals: _RunTotals,
+    control: RunControl,
+    check: Callable[[], bool] | None,
+) -> tuple[RunStatus, str | None]:
+    state = session.state
+    config = session.agent.config
+    max_turns = session.max_turns or config.max_turns
+    max_tools = config.max_tool_executions
+    context_retry_used = False
+    # A resumed run starts by executing the decided calls of the paused turn.
+    if state.unanswered_tool_calls():
+        status = await _answer_pending(session, events, totals, control)
+        if status is not None:
+            return status, None
+
+    while totals.turns < max_turns:
+        if control.compact_pending is not None:
+            await _compact(session, client, events, control.compact_pending, None)
+            control.compact_pending = None
+        session._apply_reconfigure()
+
+        async def on_text(delta: str) -> None:
+            await events.emit(AgentEvent("text", content=delta))
+
+        try:
+            turn = await client.stream(
+                state.encoded_messages(), session.tool_specs() or None, on_text=on_text
+            )
+        except ContextLengthExceeded:
+            if context_retry_used:
+                raise
+            context_retry_used = True
+            await _compact(session, client, events, "auto", None)
+            continue
+        totals.turns += 1
+        await _account(session, events, totals, turn)
+        state.add_assistant_message(
+            turn.text or None, [call.to_message() for call in turn.tool_calls] or None
+        )
+        if turn.text:
+            totals.last_text = turn.text
+        if not turn.tool_calls:
+            await events.emit(AgentEvent("turn_complete", content=turn.text, usage=dict(totals.usage)))
+            await session._persist()
+            return "completed", None
+
+        outcome = await _run_tools(session, events, totals, control, turn.tool_calls, max_tools)
+        await session._persist()
+        if outcome is not None:
+            return outcome
+        if session.auto_compact and session.context_window > 0:
+            if state.estimate_tokens() > session.compact_threshold * session.context_window:
+                control.compact_pending = "auto"
+    return "error", f"max_turns ({max_turns}) reached before a final answer"
+
+
+async def _account(session: Session, events: Events, totals: _RunTotals, turn: ModelTurn) -> None:
+    usage = turn.usage or {"api_calls": 1}
+    add_usage(totals.usage, usage)
+    session.state.update_usage(**usage)
+    if "input_tokens" in usage:
+        session.state.report_context_tokens(usage["input_tokens"])
+    await events.emit(AgentEvent("api_call_complete", usage=dict(usage)))
+
+
+async def _compact(
+    session: Session,
+    client: ModelClient,
+    events: Events,
+    trigger: str,
+    instructions: str | None,
+) -> CompactResult | None:
+    """Compact inside the run; a failure leaves history untouched and is reported."""
+    await events.emit(AgentEvent("compact_start"))
+    try:
+        done = await summarise(client, session.state, instructions=instructions, trigger=trigger)
+    except (ModelError, ValueError) as exc:
+        await events.emit(AgentEvent("error", content=f"compaction failed: {exc}"))
+        return None
+    if done is None:
+        await events.emit(AgentEvent("compact_end", content=""))
+        return None
+    result, usage = done
+    session.state.update_usage(**usage)
+    await events.emit(AgentEvent("compact_end", content=result.summary))
+    await session._persist()
+    return result
+
+
+def _batches(calls: list[ToolCall], session: Session) -> list[list[ToolCall]]:
+    """Group consecutive read-only calls so they can run in parallel."""
+    batches: list[list[ToolCall]] = []
+    for call in calls:
+        handler = session.tool(call.name)
+        readonly = handler is not None and handler.readonly and not session.needs_approval(
+            handler, call
+        )
+        if readonly and batches and batches[-1] and _all_readonly(batches[-1], session):
+            batches[-1].append(call)
+        else:
+            batches.append([call])
+    return batches
+
+
+def _all_readonly(batch: list[ToolCall], session: Session) -> bool:
+    for call in batch:
+        handler = session.tool(call.name)
+        if handler is None or not handler.readonly or session.needs_approval(handler, call):
+            return False
+    return True
+
+
+async def _run_tools(
+    session: Session,
+    events: Events,
+    totals: _RunTotals,
+    control: RunControl,
+    calls: list[ToolCall],
+    max_tools: int | None,
+) -> tuple[RunStatus, str | None] | None:
+    """Execute one turn's tool calls; returns a final status if the run must stop."""
+    state = session.state
+    for batch in _batches(calls, session):
+        if max_tools is not None and totals.tool_executions + len(batch) > max_tools:
+            state.close_dangling_tool_calls(
+                f"[not executed: the run reached its limit of {max_tools} tool executions]"
+            )
+            return "error", f"max tool executions ({max_tools}) reached"
+        totals.tool_executions += len(batch)
+        if len(batch) == 1:
+            result = await _run_one(session, events, control, batch[0])
+            if result is not None:
+                return result
+            continue
+        outputs: list[ToolOutput | None] = [None] * len(batch)
+        async with trio.open_nursery() as nursery:
+            for index, call in enumerate(batch):
+                nursery.start_soon(_invoke_into, session, events, call, outputs, index)
+        for call, output in zip(batch, outputs, strict=True):
+            assert output is not None
+            state.add_tool_result(call.id, output.content)
+    return None
+
+
+async def _invoke_into(
+    session: Session,
+    events: Events,
+    call: ToolCall,
+    outputs: list[ToolOutput | None],
+    index: int,
+) -> None:
+    outputs[index] = await _invoke(session, events, call)
+
+
+async def _run_one(
+    session: Session, events: Events, control: RunControl, call: ToolCall
+) -> tuple[RunStatus, str | None] | None:
+    handler = session.tool(call.name)
+    if handler is not None and session.needs_approval(handler, call):
+        verdict = await _await_approval(session, events, control, call)
+        if verdict == "paused":
+            return "paused", None
+        if verdict is not True:
+            await _deny(session, events, call, verdict)
+            return None
+    output = await _invoke(session, events, call)
+    session.state.add_tool_result(call.id, output.content)
+    return None
+
+
+async def _invoke(session: Session, events: Events, call: ToolCall) -> ToolOutput:
+    args = _parse_args_for_event(call.arguments)
+    await events.emit(
+        AgentEvent("tool_start", tool_name=call.name, tool_call_id=call.id, tool_args=args)
+    )
+    services = session._require_services()
+    ctx = ToolContext(
+        session_id=session.state.session_id,
+        call_id=call.id,
+        working_dir=session.working_dir,
+        profile=session.profile,
+        extras={"session": session},
+    )
+    output = await services.registry.invoke(session.tool(call.name), call.name, call.arguments, ctx)
+    await events.emit(
+        AgentEvent(
+            "tool_end",
+            tool_name=call.name,
+            tool_call_id=call.id,
+            tool_result=output.content,
+            tool_metadata={**output.metadata, "is_error": output.is_error},
+        )
+    )
+    return output
+
+
+async def _deny(session: Session, events: Events, call: ToolCall, reason: str) -> None:
+    await events.emit(
+        AgentEvent(
+            "tool_blocked",
+            tool_name=call.name,
+            tool_call_id=call.id,
+            tool_args=_parse_args_for_event(call.arguments),
+            content=reason,
+        )
+    )
+    session.state.add_tool_result(call.id, DENIED_RESULT.format(reason=reason))
+
+
+async def _await_approval(
+    session: Session, events: Events, control: RunControl, call: ToolCall
+) -> bool | str:
+    """Wait for a decision on ``call``: True, "paused", or the denial reason.
+
+    The decision always arrives as an ``ApprovalDecision`` message (from the
+    callback, from ``session.approve``/``deny``, or from another task), so
+    the actor's mailbox keeps flowing while we wait.
+    """
+    args = _parse_args_for_event(call.arguments)
+    await events.emit(
+        AgentEvent("approval_request", tool_name=call.name, tool_call_id=call.id, tool_args=args)
+    )
+    callback = session.approval_callback
+    if callback is None:
+        if session.auto_approve:
+            return True
+        return await _pause(session, events, control, call, args)
+
+    decision = control.decisions[call.id] = _Decision()
+    interrupted = False
+
+    async def ask_callback() -> None:
+        nonlocal interrupted
+        try:
+            answer = callback(call.name, args)
+            if inspect.isawaitable(answer):
+                answer = await answer
+            session.decide(call.id, bool(answer), None if answer else "denied by approval callback")
+        except ApprovalInterrupt:
+            interrupted = True
+            decision.event.set()
+        except Exception as exc:
+            # A broken callback fails closed: the call is denied, the run goes on.
+            await events.emit(
+                AgentEvent("error", content=f"approval callback raised {type(exc).__name__}: {exc}")
+            )
+            session.decide(call.id, False, "approval callback failed")
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ask_callback)
+            with trio.move_on_after(session.approval_timeout):
+                await decision.event.wait()
+            nursery.cancel_scope.cancel(reason="approval decided")
+    finally:
+        control.decisions.pop(call.id, None)
+    if interrupted:
+        await events.emit(
+            AgentEvent("interruption", content=f"approval required for {call.name}",
+                       tool_name=call.name, tool_call_id=call.id, tool_args=args)
+        )
+        return await _pause(session, events, control, call, args)
+    if not decision.event.is_set():
+        return f"no approval decision within {session.approval_timeout:g} s"
+    if decision.approved:
+        return True
+    return decision.reason or "denied"
+
+
+async def _pause(
+    session: Session,
+    events: Events,
+    control: RunControl,
+    call: ToolCall,
+    args: Mapping[str, Any],
+) -> str:
+    pending = PendingApproval(tool_call_id=call.id, tool_name=call.name, tool_args=dict(args))
+    session.state.add_pending_approval(pending)
+    control.paused.append(pending)
+    return "paused"
+
+
+async def _answer_pending(
+    session: Session, events: Events, totals: _RunTotals, control: RunControl
+) -> tuple[RunStatus, str | None] | None:
+    """Resume a paused turn: run approved calls, report denied ones, re-pause undecided ones."""
+    state = session.state
+    decided = session._take_decisions()
+    for raw in state.unanswered_tool_calls():
+        call = ToolCall(
+            id=str(raw.get("id")),
+            name=str(raw.get("function", {}).get("name", "")),
+            arguments=str(raw.get("function", {}).get("arguments", "")),
+        )
+        if any(p.tool_call_id == call.id for p in state.pending_approvals):
+            if call.id not in decided:
+                control.paused.append(
+                    next(p for p in state.pending_approvals if p.tool_call_id == call.id)
+                )
+                continue
+            approved, reason = decided[call.id]
+            state.resolve_approval(call.id, approved, reason)
+            if not approved:
+                await _deny(session, events, call, reason or "denied")
+                continue
+            totals.tool_executions += 1
+            output = await _invoke(session, events, call)
+            state.add_tool_result(call.id, output.content)
+        else:
+            result = await _run_one(session, events, control, call)
+            if result is not None:
+                return result
+    if control.paused:
+        return "paused", None
+    await session._persist()
+    return None
+
+
+async def _finish(
+    session: Session,
+    events: Events,
+    totals: _RunTotals,
+    status: RunStatus,
+    error: str | None,
+    control: RunControl,
+) -> RunResult:
+    """Close the run the same way whatever ended it."""
+    state = session.state
+    if control.paused and status == "completed":
+        status = "paused"
+    if status == "paused":
+        paused_ids = {p.tool_call_id for p in control.paused}
+        # Calls after the paused one in the same turn are not executed now;
+        # they wait with it (answered when the run resumes).
+        with contextlib.suppress(CallbackFailed):
+            await events.emit(
+                AgentEvent(
+                    "interruption",
+                    content="paused: waiting for approval of " + ", ".join(sorted(paused_ids)),
+                )
+            )
+    else:
+        reason = {
+            "cancelled": CANCELLED_RESULT,
+        }.get(status, f"[not executed: the run ended with status {status}]")
+        state.close_dangling_tool_calls(reason)
+    try:
+        if status == "cancelled":
+            await events.emit(AgentEvent("cancelled", content=control.cancel_reason or "cancelled"))
+        elif status == "error" and error:
+            await events.emit(AgentEvent("error", content=error))
+    except CallbackFailed as exc:
+        if status != "cancelled":
+            status, error = "error", str(exc)
+    state.finish_run(
+        status=status,
+        usage=totals.usage,
+        error=error,
+        cancel_reason=control.cancel_reason if status == "cancelled" else None,
+    )
+    # Final records go out even when the run was cancelled, bounded so a
+    # stuck store cannot hold the caller.
+    with trio.move_on_after(FINAL_WRITE_TIMEOUT, shield=True):
+        await session._persist(run_finished=True)
+    text = totals.last_text
+    return RunResult(
+        text=text,
+        events=events.events,
+        status=status,
+        usage=dict(totals.usage),
+        error=error,
+        cancel_reason=control.cancel_reason if status == "cancelled" else None,
+        pending_approvals=list(control.paused) if status == "paused" else [],
+        turns=totals.turns,
+    )
+

@@ -1,0 +1,626 @@
+"""Sessions: the seed's ``Session`` object, backed by a Session actor.
+
+A session is an actor: one task reading a bounded mailbox, handling one
+message at a time. While a run is in flight, a second task keeps reading the
+mailbox so that ``Cancel``, ``ApprovalDecision`` and ``Reconfigure`` take
+effect at once; prompts that arrive meanwhile wait their turn, in order.
+
+Where does the task live?
+
+* Under a supervisor (``await supervisor.start_session(...)``) the actor runs
+  in the supervisor's nursery for as long as the session is open.
+* Used on its own (``await Session(agent).run(...)`` inside ``trio.run``),
+  each call opens a private nursery with the actor and the services it
+  needs, and closes it before returning. Nothing outlives the call.
+
+Either way the caller's API is the same, and so is the behaviour.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, assert_never
+
+import trio
+import yaml
+
+from . import _records as r
+from ._actor import Mailbox, Reply, ask
+from ._compaction import DEFAULT_THRESHOLD, context_window_for, summarise
+from ._errors import ActorCrashed, ModelError, RhoError
+from ._events import AgentEvent, CompactResult, RunResult
+from ._llm import ModelClient, ModelSettings, ToolCall
+from ._messages import (
+    ApprovalDecision,
+    Cancel,
+    CompactRequest,
+    EventCallback,
+    Prompt,
+    Reconfigure,
+    SessionMessage,
+    Stop,
+)
+from ._profiles import PermissionProfile, load_profile
+from ._run import DEFAULT_APPROVAL_TIMEOUT, RunControl, _parse_args_for_event, execute_run
+from ._services import Services, open_services
+from ._state import State
+from ._tools import ToolHandler, ToolRegistry
+from .tools import builtin_tools
+
+if TYPE_CHECKING:
+    from ._agent import Agent
+    from ._store._session_store import SessionStore
+
+ApprovalCallback = Callable[[str, dict[str, Any]], Any]
+
+# Events buffered per event stream before a slow reader is cut off.
+EVENT_STREAM_CAPACITY = 1024
+SESSION_MAILBOX_CAPACITY = 64
+
+
+class EventStreamOverflow(RhoError):
+    """An event stream's reader fell too far behind and was disconnected."""
+
+
+class EventStream:
+    """``async for event in session.events()``: every event of every later run."""
+
+    def __init__(self, session: Session, capacity: int) -> None:
+        self._send, self._receive = trio.open_memory_channel[AgentEvent](capacity)
+        self._session = session
+        self.overflowed = False
+        session._streams.append(self)
+
+    def _offer(self, event: AgentEvent) -> bool:
+        try:
+            self._send.send_nowait(event)
+        except trio.WouldBlock:
+            self.overflowed = True
+            self._send.close()
+            return False
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        return True
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> AgentEvent:
+        try:
+            return await self._receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            if self.overflowed:
+                raise EventStreamOverflow(
+                    f"event stream overflowed ({EVENT_STREAM_CAPACITY} events unread)",
+                    session_id=self._session.state.session_id,
+                ) from None
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._send.close()
+        self._receive.close()
+        with contextlib.suppress(ValueError):
+            self._session._streams.remove(self)
+
+    async def __aenter__(self) -> EventStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Session:
+    """One conversation with an agent: its State, and the actor that runs it.
+
+    Settable: ``approval_callback``, ``cancel_check``, ``auto_compact``,
+    ``context_window``, ``compact_threshold``, ``approval_timeout``,
+    ``max_turns``.
+    """
+
+    def __init__(
+        self,
+        agent: Agent,
+        *,
+        state: State | None = None,
+        session_id: str | None = None,
+        store: SessionStore | None = None,
+    ) -> None:
+        self.agent = agent
+        self.state = state if state is not None else State(session_id)
+        self.approval_callback: ApprovalCallback | None = None
+        self.cancel_check: Callable[[], bool] | None = None
+        self.auto_compact = True
+        self.context_window = context_window_for(agent.config.model)
+        self.compact_threshold = DEFAULT_THRESHOLD
+        self.approval_timeout = DEFAULT_APPROVAL_TIMEOUT
+        self.max_turns: int | None = None
+        self.auto_approve = agent.config.auto_approve
+        self.telemetry_metadata: dict[str, Any] = {}
+        self._store = store
+        self._profile: PermissionProfile = agent.profile
+        self._tools: ToolRegistry = agent.registry
+        self._working_dir: Path | None = None
+        self._mailbox: Mailbox[SessionMessage] | None = None
+        self._backlog: collections.deque[SessionMessage] = collections.deque()
+        self._services: Services | None = None
+        self._control: RunControl | None = None
+        self._users = 0
+        self._idle: trio.Event | None = None
+        self._streams: list[EventStream] = []
+        self._pending_changes: dict[str, Any] = {}
+        self._decisions: dict[str, tuple[bool, str | None]] = {}
+        self._outbox: list[bytes] = []
+        self._on_disk = False
+        self._meta: dict[str, Any] = {}
+        if store is not None:
+            self.state.add_observer(self._record)
+
+    # --- properties ----------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        return self.state.session_id
+
+    @property
+    def profile(self) -> PermissionProfile:
+        return self._profile
+
+    @property
+    def working_dir(self) -> Path:
+        return self._working_dir or self.agent.working_dir
+
+    @property
+    def running(self) -> bool:
+        """True while a run is in flight."""
+        return self._control is not None
+
+    def tool(self, name: str) -> ToolHandler | None:
+        return self._tools.get(name)
+
+    def tool_specs(self) -> list[dict[str, Any]]:
+        return self._tools.specs()
+
+    def needs_approval(self, handler: ToolHandler, call: ToolCall) -> bool:
+        if handler.requires_approval:
+            return True
+        return bool(self._profile.needs_approval(call.name, _parse_args_for_event(call.arguments)))
+
+    def _model_settings(self) -> ModelSettings:
+        return self.agent.model_settings()
+
+    # --- the public API ------------------------------------------------
+
+    async def run(
+        self,
+        prompt: str,
+        *,
+        on_event: EventCallback | None = None,
+        timeout: float | None = None,
+        cancel_check: Callable[[], bool] | None = None,
+    ) -> RunResult:
+        """Run ``prompt`` to completion and return the result.
+
+        Cancelling the caller cancels the run: the run ends with
+        ``status="cancelled"`` and the session stays usable.
+        """
+        return await self._ask_run(
+            lambda reply: Prompt(
+                prompt=prompt,
+                reply=reply,
+                on_event=on_event,
+                cancel_check=cancel_check,
+                timeout=timeout,
+            )
+        )
+
+    async def resume(
+        self, *, on_event: EventCallback | None = None, timeout: float | None = None
+    ) -> RunResult:
+        """Continue a paused run once its pending calls are approved or denied."""
+        return await self._ask_run(
+            lambda reply: Prompt(prompt=None, reply=reply, on_event=on_event, timeout=timeout)
+        )
+
+    async def _ask_run(self, make: Callable[[Reply[RunResult]], Prompt]) -> RunResult:
+        async with self._activated() as mailbox:
+            finished = False
+            try:
+                result = await ask(mailbox, make, what="run", session_id=self.id)
+                finished = True
+                return result
+            finally:
+                if not finished:
+                    # The caller was cancelled (or the actor died): make sure
+                    # the run does not carry on without anyone waiting.
+                    mailbox.put_nowait(Cancel(reason="the caller of run() was cancelled"))
+
+    async def cancel(self, reason: str = "cancelled by user") -> None:
+        """Cancel the run in flight, if any. Not sticky: the next run starts clean."""
+        control = self._control
+        if control is not None:
+            control.cancel(reason)
+        elif self._mailbox is not None and self._services is not None:
+            await self._mailbox.put(Cancel(reason=reason), what="cancel", session_id=self.id)
+
+    async def compact(self, instructions: str | None = None) -> CompactResult:
+        """Summarise older history now (``trigger="manual"``)."""
+        async with self._activated() as mailbox:
+            return await ask(
+                mailbox,
+                lambda reply: CompactRequest(instructions=instructions, reply=reply),
+                what="compact",
+                session_id=self.id,
+            )
+
+    async def approve(self, tool_call_id: str) -> None:
+        """Approve a call waiting for a decision (in a live run, or a paused one)."""
+        await self._decide_async(tool_call_id, True, None)
+
+    async def deny(self, tool_call_id: str, reason: str = "denied by user") -> None:
+        """Deny a call waiting for a decision; the model is told it was denied."""
+        await self._decide_async(tool_call_id, False, reason)
+
+    async def _decide_async(self, tool_call_id: str, approved: bool, reason: str | None) -> None:
+        if not any(p.tool_call_id == tool_call_id for p in self.state.pending_approvals) and (
+            self._control is None or tool_call_id not in self._control.decisions
+        ):
+            raise RhoError(
+                f"no call {tool_call_id!r} is waiting for approval",
+                session_id=self.id,
+                operation="approve" if approved else "deny",
+            )
+        self.decide(tool_call_id, approved, reason)
+
+    def decide(self, tool_call_id: str, approved: bool, reason: str | None) -> None:
+        """Deliver an approval decision as a message to the actor."""
+        message = ApprovalDecision(tool_call_id=tool_call_id, approved=approved, reason=reason)
+        if self._mailbox is not None and self._services is not None:
+            if self._mailbox.put_nowait(message):
+                return
+        self._handle_decision(message)
+
+    async def reconfigure(self, **changes: Any) -> None:
+        """Change ``profile``, ``working_dir``, ``auto_approve`` or ``enable_delegate``.
+
+        Applied at the start of the next turn (never in the middle of a tool).
+        """
+        unknown = set(changes) - {"profile", "working_dir", "auto_approve", "enable_delegate"}
+        if unknown:
+            raise TypeError(f"cannot reconfigure {', '.join(sorted(unknown))}")
+        if "profile" in changes:
+            changes["profile"] = load_profile(changes["profile"])  # fail here, not mid-run
+        if self._mailbox is not None and self._services is not None:
+            await self._mailbox.put(Reconfigure(changes=changes), what="reconfigure")
+        else:
+            self._pending_changes.update(changes)
+            self._apply_reconfigure()
+
+    def events(self, capacity: int = EVENT_STREAM_CAPACITY) -> EventStream:
+        """A stream of every event from now on; ``async for`` over it."""
+        return EventStream(self, capacity)
+
+    async def close(self) -> None:
+        """Release the session. Local sessions hold nothing; open event streams end."""
+        for stream in list(self._streams):
+            stream._send.close()
+        if self._mailbox is not None and self._services is not None and self._users == 0:
+            self._mailbox.put_nowait(Stop())
+
+    async def get_sandbox(self) -> Any:
+        """The remote sandbox of a Daytona-backed session; None for the local backend."""
+        return None
+
+    async def __aenter__(self) -> Session:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- hosting ---------------------------------------------------------
+
+    def _require_services(self) -> Services:
+        if self._services is None:
+            raise ActorCrashed("the session actor is not running", session_id=self.id)
+        return self._services
+
+    def _backend(self) -> Any:
+        return self._store.backend if self._store is not None else None
+
+    @contextlib.asynccontextmanager
+    async def _activated(self) -> AsyncIterator[Mailbox[SessionMessage]]:
+        """Make sure an actor is serving this session for the duration of the block."""
+        if self._services is not None and self._mailbox is not None:
+            self._users += 1
+            try:
+                yield self._mailbox
+            finally:
+                self._release()
+            return
+        async with open_services(self._backend()) as services, trio.open_nursery() as nursery:
+            mailbox = await nursery.start(self.serve, services)
+            self._users += 1
+            try:
+                yield mailbox
+            finally:
+                self._release()
+                while self._users > 0:
+                    self._idle = trio.Event()
+                    await self._idle.wait()
+                mailbox.put_nowait(Stop())
+
+    def _release(self) -> None:
+        self._users -= 1
+        if self._users == 0 and self._idle is not None:
+            self._idle.set()
+
+    async def serve(
+        self,
+        services: Services,
+        *,
+        task_status: trio.TaskStatus[Mailbox[SessionMessage]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """The actor: read the mailbox until ``Stop``. Started with ``nursery.start``."""
+        if self._services is not None:
+            raise RhoError("session is already being served", session_id=self.id)
+        if self._mailbox is None:
+            # Created once and kept: queued messages survive an actor restart.
+            self._mailbox = Mailbox(SESSION_MAILBOX_CAPACITY)
+        mailbox = self._mailbox
+        self._services = services
+        task_status.started(mailbox)
+        try:
+            while True:
+                if self._backlog:
+                    message = self._backlog.popleft()
+                else:
+                    try:
+                        message = await mailbox.get()
+                    except trio.EndOfChannel:
+                        return
+                match message:
+                    case Prompt():
+                        await self._handle_prompt(message)
+                    case CompactRequest():
+                        await self._handle_compact(message)
+                    case Cancel():
+                        pass  # nothing in flight; a cancel is never sticky
+                    case ApprovalDecision():
+                        self._handle_decision(message)
+                    case Reconfigure():
+                        self._pending_changes.update(message.changes)
+                        self._apply_reconfigure()
+                        if message.reply is not None:
+                            message.reply.send(None)
+                    case Stop():
+                        if message.reply is not None:
+                            message.reply.send(None)
+                        return
+                    case _:
+                        assert_never(message)
+        finally:
+            self._services = None
+            self._control = None
+
+    async def _in_flight(self, work: Callable[[RunControl], Any]) -> Any:
+        """Run ``work`` while a second task keeps serving control messages."""
+        control = RunControl()
+        self._control = control
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._control_loop, control)
+                try:
+                    return await work(control)
+                finally:
+                    nursery.cancel_scope.cancel(reason="in-flight work finished")
+        finally:
+            self._control = None
+
+    async def _control_loop(self, control: RunControl) -> None:
+        mailbox = self._mailbox
+        assert mailbox is not None
+        while True:
+            try:
+                message = await mailbox.get()
+            except trio.EndOfChannel:
+                return
+            match message:
+                case Cancel():
+                    control.cancel(message.reason)
+                case ApprovalDecision():
+                    if not control.decide(message.tool_call_id, message.approved, message.reason):
+                        self._handle_decision(message)
+                case Reconfigure():
+                    self._pending_changes.update(message.changes)
+                    if message.reply is not None:
+                        message.reply.send(None)
+                case Prompt() | CompactRequest():
+                    self._backlog.append(message)
+                case Stop():
+                    if message.grace is not None:
+                        control.scope.deadline = min(
+                            control.scope.deadline, trio.current_time() + message.grace
+                        )
+                        control.cancel_reason = control.cancel_reason or "session stopping"
+                    self._backlog.append(message)
+                case _:
+                    assert_never(message)
+
+    async def _handle_prompt(self, message: Prompt) -> None:
+        reply = message.reply
+        try:
+            result = await self._in_flight(
+                lambda control: execute_run(
+                    self,
+                    prompt=message.prompt,
+                    on_event=message.on_event,
+                    cancel_check=message.cancel_check,
+                    timeout=message.timeout,
+                    control=control,
+                )
+            )
+        except Exception as exc:
+            if reply is not None:
+                reply.fail(
+                    ActorCrashed(
+                        f"the session actor crashed during the run: {type(exc).__name__}: {exc}",
+                        session_id=self.id,
+                        operation="run",
+                    )
+                )
+            raise
+        if reply is not None:
+            reply.send(result)
+
+    async def _handle_compact(self, message: CompactRequest) -> None:
+        async def work(control: RunControl) -> CompactResult:
+            services = self._require_services()
+            client = ModelClient(services.clients, self._model_settings())
+            tokens = self.state.estimate_tokens()
+            self._publish(AgentEvent("compact_start"))
+            with control.scope:
+                done = await summarise(
+                    client, self.state, instructions=message.instructions, trigger="manual"
+                )
+                if done is None:
+                    self._publish(AgentEvent("compact_end", content=""))
+                    return CompactResult("", tokens, tokens, "manual")
+                result, usage = done
+                self.state.update_usage(**usage)
+                self._publish(AgentEvent("compact_end", content=result.summary))
+                with trio.move_on_after(5, shield=True):
+                    await self._persist()
+                return result
+            raise trio.TooSlowError  # unreachable unless cancelled; handled below
+
+        try:
+            result = await self._in_flight(work)
+        except (ModelError, ValueError, trio.TooSlowError) as exc:
+            failure = (
+                RhoError("compaction cancelled", session_id=self.id, operation="compact")
+                if isinstance(exc, trio.TooSlowError)
+                else RhoError(f"compaction failed: {exc}", session_id=self.id, operation="compact")
+            )
+            self._publish(AgentEvent("error", content=failure.message))
+            message.reply.fail(failure)
+            return
+        message.reply.send(result)
+
+    def _handle_decision(self, message: ApprovalDecision) -> None:
+        """A decision for a paused run: kept until the run resumes."""
+        self._decisions[message.tool_call_id] = (message.approved, message.reason)
+
+    def _take_decisions(self) -> dict[str, tuple[bool, str | None]]:
+        decisions, self._decisions = self._decisions, {}
+        return decisions
+
+    def _apply_reconfigure(self) -> None:
+        changes, self._pending_changes = self._pending_changes, {}
+        if not changes:
+            return
+        if "working_dir" in changes:
+            value = changes["working_dir"]
+            self._working_dir = Path(value) if value is not None else None
+        if "auto_approve" in changes:
+            self.auto_approve = bool(changes["auto_approve"])
+        if "profile" in changes:
+            profile = load_profile(changes["profile"])
+            self._profile = profile
+            builtin = {h.name for h in builtin_tools(self.agent.profile)}
+            custom = [h for h in self.agent.registry if h.name not in builtin]
+            self._tools = ToolRegistry([*builtin_tools(profile), *custom])
+        if "enable_delegate" in changes and not changes["enable_delegate"]:
+            if self._tools is self.agent.registry:
+                self._tools = self._tools.copy()
+            self._tools.unregister("delegate")
+
+    # --- events --------------------------------------------------------
+
+    def _publish(self, event: AgentEvent) -> None:
+        if self._streams:
+            for stream in list(self._streams):
+                if not stream._offer(event):
+                    self._streams.remove(stream)
+
+    # --- persistence ---------------------------------------------------
+
+    def _record(self, envelope: r.Envelope) -> None:
+        self._outbox.append(r.encode(envelope))
+
+    async def _persist(
+        self, *, run_started: bool = False, prompt: str | None = None, run_finished: bool = False
+    ) -> None:
+        """Send queued records to the Store and wait for the commit."""
+        services = self._services
+        store = services.store if services is not None else None
+        if store is None or self._store is None:
+            self._outbox.clear()
+            return
+        sid = self.id
+        if not self._on_disk:
+            await self._create_on_disk(store)
+        if self._outbox:
+            lines, self._outbox = self._outbox, []
+            await store.append(sid, lines)
+        if run_started or run_finished:
+            meta = self._meta
+            if run_started and prompt and not meta.get("first_prompt"):
+                meta["first_prompt"] = prompt[:500]
+            meta.update(
+                status=self.state.status,
+                updated_at=time.time(),
+                run_count=self.state.run_count,
+                total_tokens=self.state.usage.get("total_tokens", 0),
+                model=self.agent.config.model,
+                profile=self._profile.name,
+                pid=os.getpid(),
+            )
+            await store.write_meta(sid, meta)
+
+    async def _create_on_disk(self, store: Any) -> None:
+        self._on_disk = True
+        config = self.agent.config.to_dict()
+        await store.write_config(self.id, yaml.safe_dump(config, sort_keys=False))
+        now = time.time()
+        self._meta = {
+            "id": self.id,
+            "status": self.state.status,
+            "created_at": now,
+            "updated_at": now,
+            "model": self.agent.config.model,
+            "profile": self._profile.name,
+            "first_prompt": "",
+            "run_count": self.state.run_count,
+            "total_tokens": 0,
+        }
+        if self.telemetry_metadata:
+            self._meta["metadata"] = json.loads(json.dumps(self.telemetry_metadata, default=str))
+        # The trace opens with who this session is; it goes before any queued record.
+        start = r.Envelope(
+            seq=0,
+            ts=now,
+            record=r.SessionStarted(
+                session_id=self.id,
+                created_at=now,
+                model=self.agent.config.model,
+                profile=self._profile.name,
+            ),
+        )
+        self._outbox.insert(0, r.encode(start))
+        await store.write_meta(self.id, self._meta)
+
+    def _adopt_stored(self, meta: dict[str, Any] | None) -> None:
+        """Mark a session loaded from the store as already on disk."""
+        self._on_disk = True
+        self._meta = dict(meta or {"id": self.id, "created_at": time.time()})
+
+    def __repr__(self) -> str:
+        return f"Session(id={self.id!r}, status={self.state.status!r})"

@@ -1,0 +1,1 @@
+"""Persistence: the Store actor, its backends, and the seed's SessionStore."""

@@ -1,0 +1,235 @@
+"""The Store actor: the single writer of all persistence.
+
+Sessions send it trace records; it gathers whatever has queued up while the
+previous write was in progress and commits the lot in one worker-thread call
+(group commit), then acknowledges each request. Under load, one disk flush
+serves hundreds of sessions; when idle, a lone record is written at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, assert_never
+
+import attrs
+import trio
+
+from .. import _records as r
+from .._actor import Mailbox, Reply, ask
+from .._errors import StoreError
+from ._backend import SessionInfo, StoreBackend
+
+# Requests committed together at most; bounds the latency of one commit.
+MAX_BATCH = 4096
+STORE_MAILBOX_CAPACITY = 1024
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Append:
+    session_id: str
+    lines: list[bytes]
+    reply: Reply[None] | None = None
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class WriteMeta:
+    session_id: str
+    meta: Mapping[str, Any]
+    reply: Reply[None] | None = None
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class WriteConfig:
+    session_id: str
+    config_yaml: str
+    reply: Reply[None] | None = None
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Load:
+    session_id: str
+    reply: Reply[list[r.Envelope]]
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class ReadMeta:
+    session_id: str
+    reply: Reply[dict[str, Any] | None]
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class ListSessions:
+    reply: Reply[list[SessionInfo]]
+
+
+StoreMessage = Append | WriteMeta | WriteConfig | Load | ReadMeta | ListSessions
+
+
+class StoreRef:
+    """How sessions talk to the Store actor."""
+
+    __slots__ = ("_mailbox", "backend")
+
+    def __init__(self, mailbox: Mailbox[StoreMessage], backend: StoreBackend) -> None:
+        self._mailbox = mailbox
+        self.backend = backend
+
+    async def append(self, session_id: str, lines: list[bytes]) -> None:
+        """Append lines and wait until they are committed."""
+        await ask(
+            self._mailbox,
+            lambda reply: Append(session_id=session_id, lines=lines, reply=reply),
+            what="append trace",
+            session_id=session_id,
+        )
+
+    async def write_meta(self, session_id: str, meta: Mapping[str, Any]) -> None:
+        await ask(
+            self._mailbox,
+            lambda reply: WriteMeta(session_id=session_id, meta=dict(meta), reply=reply),
+            what="write meta",
+            session_id=session_id,
+        )
+
+    async def write_config(self, session_id: str, config_yaml: str) -> None:
+        await ask(
+            self._mailbox,
+            lambda reply: WriteConfig(session_id=session_id, config_yaml=config_yaml, reply=reply),
+            what="write config",
+            session_id=session_id,
+        )
+
+    async def load(self, session_id: str) -> list[r.Envelope]:
+        return await ask(
+            self._mailbox,
+            lambda reply: Load(session_id=session_id, reply=reply),
+            what="load",
+            session_id=session_id,
+        )
+
+    async def read_meta(self, session_id: str) -> dict[str, Any] | None:
+        return await ask(
+            self._mailbox,
+            lambda reply: ReadMeta(session_id=session_id, reply=reply),
+            what="read meta",
+            session_id=session_id,
+        )
+
+    async def list(self) -> list[SessionInfo]:
+        return await ask(
+            self._mailbox, lambda reply: ListSessions(reply=reply), what="list sessions"
+        )
+
+    def close(self) -> None:
+        self._mailbox.close()
+
+
+# One step of a commit: (function to run in the thread, replies to settle).
+_Outcome = tuple[Reply[Any] | None, Any, BaseException | None]
+
+
+def _run_batch(backend: StoreBackend, batch: list[StoreMessage]) -> list[_Outcome]:
+    """Apply a batch in order, merging runs of appends into one backend call."""
+    results: list[_Outcome] = []
+    pending: list[Append] = []
+
+    def flush_appends() -> None:
+        if not pending:
+            return
+        grouped: dict[str, list[bytes]] = {}
+        for msg in pending:
+            grouped.setdefault(msg.session_id, []).extend(msg.lines)
+        try:
+            failures = backend.append(grouped)
+        except Exception as exc:  # a backend bug must not kill the actor
+            failures = {sid: _as_store_error(exc, sid) for sid in grouped}
+        for msg in pending:
+            results.append((msg.reply, None, failures.get(msg.session_id)))
+        pending.clear()
+
+    for msg in batch:
+        if isinstance(msg, Append):
+            pending.append(msg)
+            continue
+        flush_appends()
+        results.append(_run_one(backend, msg))
+    flush_appends()
+    return results
+
+
+def _as_store_error(exc: Exception, session_id: str | None) -> StoreError:
+    if isinstance(exc, StoreError):
+        return exc
+    return StoreError(f"{type(exc).__name__}: {exc}", session_id=session_id)
+
+
+def _run_one(backend: StoreBackend, msg: StoreMessage) -> _Outcome:
+    call: Callable[[], Any]
+    match msg:
+        case Append():
+            raise AssertionError("appends are batched")
+        case WriteMeta():
+            call = lambda: backend.write_meta(msg.session_id, msg.meta)  # noqa: E731
+            sid: str | None = msg.session_id
+        case WriteConfig():
+            call = lambda: backend.write_config(msg.session_id, msg.config_yaml)  # noqa: E731
+            sid = msg.session_id
+        case Load():
+            call = lambda: backend.load(msg.session_id)  # noqa: E731
+            sid = msg.session_id
+        case ReadMeta():
+            call = lambda: backend.read_meta(msg.session_id)  # noqa: E731
+            sid = msg.session_id
+        case ListSessions():
+            call = backend.list
+            sid = None
+        case _:
+            assert_never(msg)
+    try:
+        return (msg.reply, call(), None)
+    except Exception as exc:
+        return (msg.reply, None, _as_store_error(exc, sid))
+
+
+async def serve_store(
+    backend: StoreBackend,
+    *,
+    task_status: trio.TaskStatus[StoreRef] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the Store actor until its mailbox is closed and drained."""
+    mailbox: Mailbox[StoreMessage] = Mailbox(STORE_MAILBOX_CAPACITY)
+    ref = StoreRef(mailbox, backend)
+    limiter = trio.CapacityLimiter(1)
+    task_status.started(ref)
+    try:
+        while True:
+            try:
+                first = await mailbox.get()
+            except trio.EndOfChannel:
+                break
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(mailbox.get_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            # Shielded: a commit that started finishes, so an acknowledged
+            # write is never half-done and a cancelled store loses nothing
+            # it had accepted.
+            with trio.CancelScope(shield=True):
+                outcomes = await trio.to_thread.run_sync(
+                    _run_batch, backend, batch, limiter=limiter
+                )
+            for reply, value, error in outcomes:
+                if reply is None:
+                    continue
+                if error is not None:
+                    reply.fail(error)
+                else:
+                    reply.send(value)
+    finally:
+        mailbox.close()
+        for msg in mailbox.drain():
+            msg.reply.drop() if msg.reply is not None else None
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(backend.close, limiter=limiter)
