@@ -109,8 +109,10 @@ async def summarise(
 def _as_transcript(message: dict[str, Any]) -> dict[str, Any]:
     role = message.get("role")
     if role == "tool":
-        return {"role": "user", "content": f"[tool result {message.get('tool_call_id')}]\n"
-                f"{message.get('content')}"}
+        return {
+            "role": "user",
+            "content": f"[tool result {message.get('tool_call_id')}]\n{message.get('content')}",
+        }
     if role == "assistant" and message.get("tool_calls"):
         calls = "\n".join(
             f"[tool call {c.get('function', {}).get('name')}] "

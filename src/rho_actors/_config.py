@@ -258,7 +258,9 @@ def _check_field(key: str, value: Any, source: str | None) -> Any:
             raise bad("a positive integer")
         return value
     if key == "max_tool_executions":
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 0
+        ):
             raise bad("a non-negative integer")
         return value
     if key == "temperature":

@@ -24,6 +24,7 @@ class Prompt:
 
     prompt: str | None
     reply: Reply[RunResult] | None
+    run_id: int = 0
     on_event: EventCallback | None = None
     cancel_check: Callable[[], bool] | None = None
     timeout: float | None = None
@@ -31,9 +32,14 @@ class Prompt:
 
 @attrs.frozen(kw_only=True, slots=True)
 class Cancel:
-    """Cancel the run in flight, if any. Never sticky: a later run starts clean."""
+    """Cancel the run in flight, if any. Never sticky: a later run starts clean.
+
+    With ``run_id`` it cancels only that run: the one in flight if it matches,
+    or the queued prompt with that id; otherwise nothing.
+    """
 
     reason: str = "cancelled"
+    run_id: int | None = None
 
 
 @attrs.frozen(kw_only=True, slots=True)

@@ -107,9 +107,13 @@ def parse_arguments(raw: str | Mapping[str, Any], handler: ToolHandler) -> Parse
         _validator(schema).validate(args)
     except jsonschema.ValidationError as exc:
         where = ".".join(str(p) for p in exc.absolute_path) or "(arguments)"
-        return ParsedArgs(args=None, error=f"invalid arguments for {handler.name!r}: {where}: {exc.message}")
+        return ParsedArgs(
+            args=None, error=f"invalid arguments for {handler.name!r}: {where}: {exc.message}"
+        )
     except jsonschema.SchemaError as exc:
-        return ParsedArgs(args=None, error=f"tool {handler.name!r} has an invalid schema: {exc.message}")
+        return ParsedArgs(
+            args=None, error=f"tool {handler.name!r} has an invalid schema: {exc.message}"
+        )
     return ParsedArgs(args=args, error=None)
 
 
@@ -192,7 +196,9 @@ class RegistryRef:
         )
         with receive:
             try:
-                await self._mailbox.put(message, what=f"invoke {tool_name}", session_id=ctx.session_id)
+                await self._mailbox.put(
+                    message, what=f"invoke {tool_name}", session_id=ctx.session_id
+                )
                 result = await receive.receive()
             except trio.EndOfChannel:
                 raise ActorCrashed(
@@ -286,4 +292,3 @@ async def serve_registry(
             mailbox.close()
             for pending in mailbox.drain():
                 pending.reply.drop()
-

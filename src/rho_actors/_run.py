@@ -63,10 +63,12 @@ class RunControl:
         "compact_pending",
         "decisions",
         "paused",
+        "run_id",
         "scope",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, run_id: int = 0) -> None:
+        self.run_id = run_id
         self.scope = trio.CancelScope()
         self.cancel_reason: str | None = None
         # Internal Compact requests, drained before the next model call. A
@@ -170,15 +172,13 @@ async def execute_run(
     check = cancel_check or session.cancel_check
     try:
         with control.scope:
-            async with trio.open_nursery() as watchers:
-                if check is not None:
+            if check is None:
+                status, error = await _guarded_loop(session, client, events, totals, control)
+            else:
+                async with trio.open_nursery() as watchers:
                     watchers.start_soon(_watch_cancel_check, check, control)
-                status, error = await _loop(session, client, events, totals, control, check)
-                watchers.cancel_scope.cancel(reason="run finished")
-    except CallbackFailed as exc:
-        status, error = "error", str(exc)
-    except ModelError as exc:
-        status, error = "error", exc.message
+                    status, error = await _guarded_loop(session, client, events, totals, control)
+                    watchers.cancel_scope.cancel(reason="run finished")
     except trio.Cancelled:
         # The enclosing scope was cancelled, not just this run. Still leave
         # the State valid and the trace complete before letting it through.
@@ -190,9 +190,7 @@ async def execute_run(
     if control.scope.cancelled_caught:
         status = "cancelled"
         if control.cancel_reason is None:
-            control.cancel_reason = (
-                "deadline exceeded" if timeout is not None else "cancelled"
-            )
+            control.cancel_reason = "deadline exceeded" if timeout is not None else "cancelled"
 
     return await _finish(session, events, totals, status, error, control)
 
@@ -209,13 +207,32 @@ async def _watch_cancel_check(check: Callable[[], bool], control: RunControl) ->
         await trio.sleep(CANCEL_CHECK_INTERVAL)
 
 
+async def _guarded_loop(
+    session: Session,
+    client: ModelClient,
+    events: Events,
+    totals: _RunTotals,
+    control: RunControl,
+) -> tuple[RunStatus, str | None]:
+    """The loop, with the failures that end a run turned into an ``error`` status.
+
+    Caught here, inside any nursery, so they never arrive wrapped in an
+    exception group.
+    """
+    try:
+        return await _loop(session, client, events, totals, control)
+    except CallbackFailed as exc:
+        return "error", str(exc)
+    except ModelError as exc:
+        return "error", exc.message
+
+
 async def _loop(
     session: Session,
     client: ModelClient,
     events: Events,
     totals: _RunTotals,
     control: RunControl,
-    check: Callable[[], bool] | None,
 ) -> tuple[RunStatus, str | None]:
     state = session.state
     config = session.agent.config
@@ -255,7 +272,9 @@ async def _loop(
         if turn.text:
             totals.last_text = turn.text
         if not turn.tool_calls:
-            await events.emit(AgentEvent("turn_complete", content=turn.text, usage=dict(totals.usage)))
+            await events.emit(
+                AgentEvent("turn_complete", content=turn.text, usage=dict(totals.usage))
+            )
             await session._persist()
             return "completed", None
 
@@ -307,8 +326,8 @@ def _batches(calls: list[ToolCall], session: Session) -> list[list[ToolCall]]:
     batches: list[list[ToolCall]] = []
     for call in calls:
         handler = session.tool(call.name)
-        readonly = handler is not None and handler.readonly and not session.needs_approval(
-            handler, call
+        readonly = (
+            handler is not None and handler.readonly and not session.needs_approval(handler, call)
         )
         if readonly and batches and batches[-1] and _all_readonly(batches[-1], session):
             batches[-1].append(call)
@@ -348,9 +367,21 @@ async def _run_tools(
                 return result
             continue
         outputs: list[ToolOutput | None] = [None] * len(batch)
+        failures: list[CallbackFailed] = []
         async with trio.open_nursery() as nursery:
             for index, call in enumerate(batch):
-                nursery.start_soon(_invoke_into, session, events, call, outputs, index)
+                nursery.start_soon(
+                    _invoke_into,
+                    session,
+                    events,
+                    call,
+                    outputs,
+                    index,
+                    failures,
+                    nursery.cancel_scope,
+                )
+        if failures:
+            raise failures[0]
         for call, output in zip(batch, outputs, strict=True):
             assert output is not None
             state.add_tool_result(call.id, output.content)
@@ -363,8 +394,16 @@ async def _invoke_into(
     call: ToolCall,
     outputs: list[ToolOutput | None],
     index: int,
+    failures: list[CallbackFailed],
+    batch_scope: trio.CancelScope,
 ) -> None:
-    outputs[index] = await _invoke(session, events, call)
+    try:
+        outputs[index] = await _invoke(session, events, call)
+    except CallbackFailed as exc:
+        # Recorded and re-raised by the caller after the batch, so it does
+        # not arrive wrapped in an exception group.
+        failures.append(exc)
+        batch_scope.cancel(reason="an on_event callback failed")
 
 
 async def _run_one(
@@ -456,10 +495,7 @@ async def _await_approval(
             decision.event.set()
         except Exception as exc:
             # A broken callback fails closed: the call is denied, the run goes on.
-            await events.emit(
-                AgentEvent("error", content=f"approval callback raised {type(exc).__name__}: {exc}")
-            )
-            session.decide(call.id, False, "approval callback failed")
+            session.decide(call.id, False, f"approval callback raised {type(exc).__name__}: {exc}")
 
     try:
         async with trio.open_nursery() as nursery:
@@ -471,8 +507,13 @@ async def _await_approval(
         control.decisions.pop(call.id, None)
     if interrupted:
         await events.emit(
-            AgentEvent("interruption", content=f"approval required for {call.name}",
-                       tool_name=call.name, tool_call_id=call.id, tool_args=args)
+            AgentEvent(
+                "interruption",
+                content=f"approval required for {call.name}",
+                tool_name=call.name,
+                tool_call_id=call.id,
+                tool_args=args,
+            )
         )
         return await _pause(session, events, control, call, args)
     if not decision.event.is_set():
@@ -588,4 +629,3 @@ async def _finish(
         pending_approvals=list(control.paused) if status == "paused" else [],
         turns=totals.turns,
     )
-

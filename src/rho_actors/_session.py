@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import json
 import os
 import time
@@ -62,6 +63,8 @@ ApprovalCallback = Callable[[str, dict[str, Any]], Any]
 # Events buffered per event stream before a slow reader is cut off.
 EVENT_STREAM_CAPACITY = 1024
 SESSION_MAILBOX_CAPACITY = 64
+
+_run_ids = itertools.count(1)
 
 
 class EventStreamOverflow(RhoError):
@@ -212,25 +215,34 @@ class Session:
         Cancelling the caller cancels the run: the run ends with
         ``status="cancelled"`` and the session stays usable.
         """
+        run_id = next(_run_ids)
         return await self._ask_run(
+            run_id,
             lambda reply: Prompt(
                 prompt=prompt,
                 reply=reply,
+                run_id=run_id,
                 on_event=on_event,
                 cancel_check=cancel_check,
                 timeout=timeout,
-            )
+            ),
         )
 
     async def resume(
         self, *, on_event: EventCallback | None = None, timeout: float | None = None
     ) -> RunResult:
         """Continue a paused run once its pending calls are approved or denied."""
+        run_id = next(_run_ids)
         return await self._ask_run(
-            lambda reply: Prompt(prompt=None, reply=reply, on_event=on_event, timeout=timeout)
+            run_id,
+            lambda reply: Prompt(
+                prompt=None, reply=reply, run_id=run_id, on_event=on_event, timeout=timeout
+            ),
         )
 
-    async def _ask_run(self, make: Callable[[Reply[RunResult]], Prompt]) -> RunResult:
+    async def _ask_run(
+        self, run_id: int, make: Callable[[Reply[RunResult]], Prompt]
+    ) -> RunResult:
         async with self._activated() as mailbox:
             finished = False
             try:
@@ -241,7 +253,9 @@ class Session:
                 if not finished:
                     # The caller was cancelled (or the actor died): make sure
                     # the run does not carry on without anyone waiting.
-                    mailbox.put_nowait(Cancel(reason="the caller of run() was cancelled"))
+                    mailbox.put_nowait(
+                        Cancel(reason="the caller of run() was cancelled", run_id=run_id)
+                    )
 
     async def cancel(self, reason: str = "cancelled by user") -> None:
         """Cancel the run in flight, if any. Not sticky: the next run starts clean."""
@@ -355,7 +369,10 @@ class Session:
                 while self._users > 0:
                     self._idle = trio.Event()
                     await self._idle.wait()
-                mailbox.put_nowait(Stop())
+                # Nobody is waiting on the actor any more: it is idle, so
+                # stopping it by cancellation loses nothing. (A Stop message
+                # would outlive this call in the session's mailbox.)
+                nursery.cancel_scope.cancel(reason="standalone call finished")
 
     def _release(self) -> None:
         self._users -= 1
@@ -410,9 +427,9 @@ class Session:
             self._services = None
             self._control = None
 
-    async def _in_flight(self, work: Callable[[RunControl], Any]) -> Any:
+    async def _in_flight(self, work: Callable[[RunControl], Any], run_id: int = 0) -> Any:
         """Run ``work`` while a second task keeps serving control messages."""
-        control = RunControl()
+        control = RunControl(run_id)
         self._control = control
         try:
             async with trio.open_nursery() as nursery:
@@ -434,7 +451,10 @@ class Session:
                 return
             match message:
                 case Cancel():
-                    control.cancel(message.reason)
+                    if message.run_id is None or message.run_id == control.run_id:
+                        control.cancel(message.reason)
+                    else:
+                        self._drop_queued(message.run_id)
                 case ApprovalDecision():
                     if not control.decide(message.tool_call_id, message.approved, message.reason):
                         self._handle_decision(message)
@@ -454,8 +474,17 @@ class Session:
                 case _:
                     assert_never(message)
 
+    def _drop_queued(self, run_id: int) -> None:
+        for queued in list(self._backlog):
+            if isinstance(queued, Prompt) and queued.run_id == run_id:
+                self._backlog.remove(queued)
+                if queued.reply is not None:
+                    queued.reply.drop()
+
     async def _handle_prompt(self, message: Prompt) -> None:
         reply = message.reply
+        if reply is not None and reply.abandoned:
+            return  # the caller gave up while the prompt was queued
         try:
             result = await self._in_flight(
                 lambda control: execute_run(
@@ -465,7 +494,8 @@ class Session:
                     cancel_check=message.cancel_check,
                     timeout=message.timeout,
                     control=control,
-                )
+                ),
+                message.run_id,
             )
         except Exception as exc:
             if reply is not None:

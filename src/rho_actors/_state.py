@@ -247,7 +247,9 @@ class State:
             )
         )
 
-    def resolve_approval(self, tool_call_id: str, approved: bool, reason: str | None = None) -> None:
+    def resolve_approval(
+        self, tool_call_id: str, approved: bool, reason: str | None = None
+    ) -> None:
         self.pending_approvals = [
             p for p in self.pending_approvals if p.tool_call_id != tool_call_id
         ]

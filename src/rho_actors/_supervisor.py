@@ -65,7 +65,11 @@ class Supervisor:
             session = self.store.create_session(agent_or_session, session_id=session_id)
         else:
             session = Session(agent_or_session, session_id=session_id)
-        if session._store is not None and self.store is not None and session._store is not self.store:
+        if (
+            session._store is not None
+            and self.store is not None
+            and session._store is not self.store
+        ):
             if session._store.path != self.store.path:
                 raise RhoError(
                     "the session belongs to another store than the supervisor's",

@@ -244,9 +244,7 @@ def function_tool(
                 schema["description"] = arg_docs[pname]
             if param.default is inspect.Parameter.empty:
                 required.append(pname)
-            elif param.default is not None and isinstance(
-                param.default, str | int | float | bool
-            ):
+            elif param.default is not None and isinstance(param.default, str | int | float | bool):
                 schema["default"] = param.default
             properties[pname] = schema
         parameters: dict[str, Any] = {
