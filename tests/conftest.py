@@ -11,7 +11,7 @@ import pytest
 from rho_actors import Agent, AgentConfig, SessionStore
 from rho_actors.testing import ScriptedServer, open_scripted_server
 
-_pp = ["rho_actors.testing.pytest_plugin"]
+pytest_plugins = ["rho_actors.testing.pytest_plugin"]
 
 
 @pytest.fixture(autouse=True)
@@ -19,8 +19,13 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Keep tests away from the user's config dir and real API keys."""
     monkeypatch.setenv("RHO_ACTORS_SESSIONS_DIR", str(tmp_path / "default-sessions"))
     monkeypatch.setenv("RHO_ACTORS_CONFIG_DIR", str(tmp_path / "config"))
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "RHO_ACTORS_MODEL", "RHO_ACTORS_BASE_URL",
-                 "RHO_ACTORS_PROFILE"):
+    for name in (
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "RHO_ACTORS_MODEL",
+        "RHO_ACTORS_BASE_URL",
+        "RHO_ACTORS_PROFILE",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 

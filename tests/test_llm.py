@@ -83,7 +83,9 @@ async def test_stall_with_deadline_disconnects(
 ) -> None:
     """A stalled stream is cut by the run's deadline and the server sees the client leave."""
     server.add(Fault.stall(after_chunks=1))
-    result = await Session(make_agent()).run(prompt="hi", timeout=5)
+    session = Session(make_agent())
+    session.run_timeout = 5
+    result = await session.run(prompt="hi")
     assert result.status == "cancelled"
     await server.wait_for_disconnects(1)
 
@@ -114,16 +116,20 @@ async def test_usage_accounts_cached_and_reasoning_tokens(
     session = Session(make_agent())
     first = await session.run(prompt="x")
     calls = [e.usage for e in first.events if e.type == "api_call_complete"]
-    assert calls == [
-        {
-            "input_tokens": 100,
-            "output_tokens": 20,
-            "cached_tokens": 40,
-            "reasoning_tokens": 7,
-            "total_tokens": 120,
-            "api_calls": 1,
-        }
-    ] * 2
+    assert (
+        calls
+        == [
+            {
+                "input_tokens": 100,
+                "output_tokens": 20,
+                "cached_tokens": 40,
+                "reasoning_tokens": 7,
+                "total_tokens": 120,
+                "api_calls": 1,
+            }
+        ]
+        * 2
+    )
     assert first.usage["input_tokens"] == 200 and first.usage["api_calls"] == 2
     second = await session.run(prompt="y")
     assert second.usage["cached_tokens"] == 40

@@ -48,7 +48,7 @@ class EchoTool:
 
     name = "echo"
     description = "Echo the text back."
-    parameters: dict[str, Any] = {  # noqa: RUF012
+    parameters: dict[str, Any] = {
         "type": "object",
         "properties": {"text": {"type": "string"}},
         "required": ["text"],
@@ -126,7 +126,7 @@ async def test_function_tool_and_handler_object_are_offered_and_run(
     tool_results = [m["content"] for m in server.chat_requests[1].messages if m["role"] == "tool"]
     assert tool_results == ["5", "echo: hey"]
     # Text that came with the tool calls is kept in the history.
-    assistant = [m for m in session.state.messages if m["role"] == "assistant"][0]
+    assistant = next(m for m in session.state.messages if m["role"] == "assistant")
     assert assistant["content"] == "Working on it."
     ends = [e for e in result.events if e.type == "tool_end"]
     assert all("duration_ms" in (e.tool_metadata or {}) for e in ends)
@@ -154,7 +154,7 @@ async def test_malformed_tool_arguments_go_back_to_the_model(
     result = await Session(agent).run(prompt="go")
     assert result.status == "completed"
     assert calls == []
-    tool_message = [m for m in server.chat_requests[1].messages if m["role"] == "tool"][0]
+    tool_message = next(m for m in server.chat_requests[1].messages if m["role"] == "tool")
     assert "invalid JSON" in tool_message["content"]
     assert "unterminated" in tool_message["content"]
 
@@ -289,7 +289,10 @@ async def test_cancel_during_tool_leaves_state_valid(
     agent.registry.register(slow)
     server.add(
         Reply.tool_calls(
-            [ToolCallSpec(name="slow", arguments={"seconds": 60}), ToolCallSpec(name="slow", arguments={"seconds": 1})]
+            [
+                ToolCallSpec(name="slow", arguments={"seconds": 60}),
+                ToolCallSpec(name="slow", arguments={"seconds": 1}),
+            ]
         )
     )
     session = Session(agent)
@@ -329,10 +332,11 @@ async def test_enclosing_scope_cancel_reaches_the_run(
 async def test_run_timeout_is_a_cancellation(
     server: ScriptedServer, make_agent: Callable[..., Agent], autojump_clock: trio.testing.MockClock
 ) -> None:
-    """timeout= ends a stalled run with status cancelled and a reason."""
+    """run_timeout ends a stalled run with status cancelled and a reason."""
     server.add(Reply.text("never finishes", first_byte_delay=3600))
     session = Session(make_agent())
-    result = await session.run(prompt="wait", timeout=30)
+    session.run_timeout = 30
+    result = await session.run(prompt="wait")
     assert result.status == "cancelled"
     assert result.cancel_reason == "deadline exceeded"
 
@@ -409,8 +413,7 @@ async def test_supervised_session_cancel_by_caller_scope(
             await session.run(prompt="slow")
         with trio.fail_after(2):
             await server.wait_for_disconnects(1)
-            while session.running:
-                await trio.sleep(0.01)
+            await session.wait_idle()
         assert session.state.status == "cancelled"
         server.add(Reply.text("alive"))
         assert (await session.run(prompt="next")).text == "alive"

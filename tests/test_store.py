@@ -73,8 +73,9 @@ async def test_resume_after_torn_trace_line(
     session = store.create_session(agent)
     await session.run(prompt="before crash")
     trace = store.path / session.id / "trace.jsonl"
-    with open(trace, "ab") as fh:
-        fh.write(b'{"ts": 1.0, "seq": 999, "type": "mess')
+    await trio.Path(trace).write_bytes(
+        await trio.Path(trace).read_bytes() + b'{"ts": 1.0, "seq": 999, "type": "mess'
+    )
     resumed = store.resume(session.id, agent)
     assert resumed.state.messages == session.state.messages
     server.add(Reply.text("after"))
@@ -140,7 +141,7 @@ _CHILD = textwrap.dedent(
 async def test_acknowledged_records_survive_kill_9(tmp_path: Path) -> None:
     """Runs that returned are fully on disk even if the process is killed with SIGKILL."""
     root = tmp_path / "sessions"
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: ASYNC220 - we need the pid to SIGKILL it
         [sys.executable, "-c", _CHILD, str(root)],
         stdout=subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -137,7 +137,8 @@ async def ask(
     session_id: str | None = None,
 ) -> T:
     """Send ``make(reply)`` to ``mailbox`` and wait for the answer."""
-    reply, receive = open_reply()
+    send, receive = trio.open_memory_channel[outcome.Outcome[T]](1)
+    reply = Reply(send)
     try:
         await mailbox.put(make(reply), what=what, session_id=session_id)
     except BaseException:

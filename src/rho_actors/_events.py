@@ -89,7 +89,7 @@ class CompactResult:
     trigger: str  # "auto" or "manual"
 
 
-class ApprovalInterrupt(Exception):  # noqa: N818 - the seed API's name
+class ApprovalInterrupt(Exception):  # the seed API's name, hence no "Error" suffix
     """Raised by an approval callback to stop and pause the run.
 
     The run returns ``status="paused"`` with the call still pending, to be

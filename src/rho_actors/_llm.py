@@ -136,7 +136,7 @@ class RateGate:
 
     async def wait(self) -> None:
         # Loop: another run may extend the pause while we sleep.
-        while (delay := self._resume_at - trio.current_time()) > 0:
+        while (delay := self._resume_at - trio.current_time()) > 0:  # noqa: ASYNC110
             await trio.sleep(delay)
 
 
@@ -344,7 +344,7 @@ class _RawStream(AsyncStream[ChatCompletionChunk]):
     everything deterministically.
     """
 
-    def __init__(  # noqa: D107 - signature imposed by openai
+    def __init__(
         self,
         *,
         cast_to: Any,
@@ -486,6 +486,7 @@ class ModelClient:
         stream: bool,
         on_retry: Callable[[Exception, float], None] | None = None,
     ) -> tuple[Any, _Shard]:
+        response: Any
         attempt = 0
         while True:
             await self.gate.wait()
@@ -494,14 +495,14 @@ class ModelClient:
                 if stream:
                     response = await shard.client.post(
                         "/chat/completions",
-                        cast_to=ChatCompletion,
+                        cast_to=cast(Any, ChatCompletion),
                         content=body,
                         stream=True,
                         stream_cls=_RawStream,
                     )
                 else:
                     response = await shard.client.post(
-                        "/chat/completions", cast_to=ChatCompletion, content=body
+                        "/chat/completions", cast_to=cast(Any, ChatCompletion), content=body
                     )
                 return response, shard
             except openai.APIError as exc:

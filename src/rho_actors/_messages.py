@@ -27,7 +27,6 @@ class Prompt:
     run_id: int = 0
     on_event: EventCallback | None = None
     cancel_check: Callable[[], bool] | None = None
-    timeout: float | None = None
 
 
 @attrs.frozen(kw_only=True, slots=True)

@@ -14,6 +14,7 @@ not match the schema, an unknown tool, a handler that raises — each becomes a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Mapping
@@ -126,8 +127,8 @@ def _validator(schema: Mapping[str, Any]) -> Any:
     if found is not None and found[0] is schema:
         return found[1]
     cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
-    validator = cls(schema)
+    cls.check_schema(dict(schema))
+    validator = cls(dict(schema))
     _validators[id(schema)] = (schema, validator)
     return validator
 
@@ -156,15 +157,11 @@ def coerce_arguments(args: dict[str, Any], schema: Mapping[str, Any]) -> dict[st
         if "boolean" in wanted and text.lower() in _TRUE | _FALSE:
             out[key] = text.lower() in _TRUE
         elif "integer" in wanted:
-            try:
+            with contextlib.suppress(ValueError):
                 out[key] = int(text)
-            except ValueError:
-                pass
         elif "number" in wanted:
-            try:
+            with contextlib.suppress(ValueError):
                 out[key] = float(text)
-            except ValueError:
-                pass
     return out
 
 

@@ -17,7 +17,7 @@ import contextlib
 import inspect
 import json
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 import trio
@@ -35,7 +35,7 @@ from ._events import (
 from ._llm import ModelClient, ModelTurn, ToolCall
 from ._messages import EventCallback
 from ._state import add_usage, empty_usage
-from ._tools import ToolContext, ToolHandler, ToolOutput
+from ._tools import ToolContext, ToolOutput
 
 if TYPE_CHECKING:
     from ._session import Session
@@ -147,7 +147,6 @@ async def execute_run(
     prompt: str | None,
     on_event: EventCallback | None,
     cancel_check: Callable[[], bool] | None,
-    timeout: float | None,
     control: RunControl,
 ) -> RunResult:
     """Run one prompt (or resume a paused run) and return its result."""
@@ -166,6 +165,7 @@ async def execute_run(
         state.add_user_message(prompt)
     await session._persist(run_started=True, prompt=prompt)
 
+    timeout = session.run_timeout
     if timeout is not None:
         control.scope.deadline = trio.current_time() + timeout
 
@@ -241,9 +241,9 @@ async def _loop(
     context_retry_used = False
     # A resumed run starts by executing the decided calls of the paused turn.
     if state.unanswered_tool_calls():
-        status = await _answer_pending(session, events, totals, control)
-        if status is not None:
-            return status, None
+        outcome = await _answer_pending(session, events, totals, control)
+        if outcome is not None:
+            return outcome
 
     while totals.turns < max_turns:
         if control.compact_pending is not None:
@@ -282,9 +282,13 @@ async def _loop(
         await session._persist()
         if outcome is not None:
             return outcome
-        if session.auto_compact and session.context_window > 0:
-            if state.estimate_tokens() > session.compact_threshold * session.context_window:
-                control.compact_pending = "auto"
+        window = session.context_window
+        if (
+            session.auto_compact
+            and window > 0
+            and (state.estimate_tokens() > session.compact_threshold * window)
+        ):
+            control.compact_pending = "auto"
     return "error", f"max_turns ({max_turns}) reached before a final answer"
 
 
@@ -463,7 +467,7 @@ async def _deny(session: Session, events: Events, call: ToolCall, reason: str) -
 
 async def _await_approval(
     session: Session, events: Events, control: RunControl, call: ToolCall
-) -> bool | str:
+) -> Literal[True] | str:
     """Wait for a decision on ``call``: True, "paused", or the denial reason.
 
     The decision always arrives as an ``ApprovalDecision`` message (from the

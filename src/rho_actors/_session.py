@@ -126,7 +126,8 @@ class Session:
 
     Settable: ``approval_callback``, ``cancel_check``, ``auto_compact``,
     ``context_window``, ``compact_threshold``, ``approval_timeout``,
-    ``max_turns``.
+    ``max_turns``, ``run_timeout`` (seconds before a run is cancelled with
+    reason "deadline exceeded").
     """
 
     def __init__(
@@ -146,6 +147,9 @@ class Session:
         self.compact_threshold = DEFAULT_THRESHOLD
         self.approval_timeout = DEFAULT_APPROVAL_TIMEOUT
         self.max_turns: int | None = None
+        # Seconds a run may take before it is cancelled ("deadline exceeded").
+        self.run_timeout: float | None = None
+        self._idle_event: trio.Event | None = None
         self.auto_approve = agent.config.auto_approve
         self.telemetry_metadata: dict[str, Any] = {}
         self._store = store
@@ -207,7 +211,6 @@ class Session:
         prompt: str,
         *,
         on_event: EventCallback | None = None,
-        timeout: float | None = None,
         cancel_check: Callable[[], bool] | None = None,
     ) -> RunResult:
         """Run ``prompt`` to completion and return the result.
@@ -224,25 +227,18 @@ class Session:
                 run_id=run_id,
                 on_event=on_event,
                 cancel_check=cancel_check,
-                timeout=timeout,
             ),
         )
 
-    async def resume(
-        self, *, on_event: EventCallback | None = None, timeout: float | None = None
-    ) -> RunResult:
+    async def resume(self, *, on_event: EventCallback | None = None) -> RunResult:
         """Continue a paused run once its pending calls are approved or denied."""
         run_id = next(_run_ids)
         return await self._ask_run(
             run_id,
-            lambda reply: Prompt(
-                prompt=None, reply=reply, run_id=run_id, on_event=on_event, timeout=timeout
-            ),
+            lambda reply: Prompt(prompt=None, reply=reply, run_id=run_id, on_event=on_event),
         )
 
-    async def _ask_run(
-        self, run_id: int, make: Callable[[Reply[RunResult]], Prompt]
-    ) -> RunResult:
+    async def _ask_run(self, run_id: int, make: Callable[[Reply[RunResult]], Prompt]) -> RunResult:
         async with self._activated() as mailbox:
             finished = False
             try:
@@ -297,9 +293,12 @@ class Session:
     def decide(self, tool_call_id: str, approved: bool, reason: str | None) -> None:
         """Deliver an approval decision as a message to the actor."""
         message = ApprovalDecision(tool_call_id=tool_call_id, approved=approved, reason=reason)
-        if self._mailbox is not None and self._services is not None:
-            if self._mailbox.put_nowait(message):
-                return
+        if (
+            self._mailbox is not None
+            and self._services is not None
+            and self._mailbox.put_nowait(message)
+        ):
+            return
         self._handle_decision(message)
 
     async def reconfigure(self, **changes: Any) -> None:
@@ -440,6 +439,16 @@ class Session:
                     nursery.cancel_scope.cancel(reason="in-flight work finished")
         finally:
             self._control = None
+            if self._idle_event is not None:
+                self._idle_event.set()
+                self._idle_event = None
+
+    async def wait_idle(self) -> None:
+        """Return once no run or compaction is in flight."""
+        while self._control is not None:
+            if self._idle_event is None:
+                self._idle_event = trio.Event()
+            await self._idle_event.wait()
 
     async def _control_loop(self, control: RunControl) -> None:
         mailbox = self._mailbox
@@ -492,7 +501,6 @@ class Session:
                     prompt=message.prompt,
                     on_event=message.on_event,
                     cancel_check=message.cancel_check,
-                    timeout=message.timeout,
                     control=control,
                 ),
                 message.run_id,

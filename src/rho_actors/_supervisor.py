@@ -44,6 +44,7 @@ class Supervisor:
         self.store = store
         self.sessions: dict[str, Session] = {}
         self._closing = False
+        self._all_stopped = trio.Event()
 
     @property
     def services(self) -> Services:
@@ -68,14 +69,13 @@ class Supervisor:
         if (
             session._store is not None
             and self.store is not None
-            and session._store is not self.store
+            and session._store.path != self.store.path
         ):
-            if session._store.path != self.store.path:
-                raise RhoError(
-                    "the session belongs to another store than the supervisor's",
-                    session_id=session.id,
-                    operation="start_session",
-                )
+            raise RhoError(
+                "the session belongs to another store than the supervisor's",
+                session_id=session.id,
+                operation="start_session",
+            )
         if session.id in self.sessions:
             raise RhoError("session already started", session_id=session.id)
         await self._nursery.start(self._host, session)
@@ -89,6 +89,8 @@ class Supervisor:
             await session.serve(self._services, task_status=task_status)
         finally:
             self.sessions.pop(session.id, None)
+            if not self.sessions:
+                self._all_stopped.set()
 
     async def resume_session(self, session_id: str, agent: Agent) -> Session:
         """Reload a stored session and start it here."""
@@ -107,9 +109,9 @@ class Supervisor:
         for session in list(self.sessions.values()):
             if session._mailbox is not None:
                 session._mailbox.put_nowait(Stop(grace=grace))
-        with trio.move_on_after(grace):
-            while self.sessions:
-                await trio.sleep(0.01)
+        if self.sessions:
+            with trio.move_on_after(grace):
+                await self._all_stopped.wait()
 
 
 @asynccontextmanager

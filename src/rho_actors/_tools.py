@@ -119,19 +119,22 @@ class ToolRegistry:
         Registering a name twice replaces the earlier tool, so a custom tool
         can override a built-in one.
         """
-        if not isinstance(handler, ToolHandler):
-            if not callable(handler):
-                raise TypeError(f"cannot register {handler!r} as a tool")
-            handler = function_tool(handler)
-        if not _TOOL_NAME.match(handler.name):
+        tool: ToolHandler
+        if isinstance(handler, ToolHandler):
+            tool = handler
+        elif callable(handler):
+            tool = function_tool(handler)
+        else:
+            raise TypeError(f"cannot register {handler!r} as a tool")
+        if not _TOOL_NAME.match(tool.name):
             raise ConfigError(
-                f"invalid tool name {handler.name!r}",
+                f"invalid tool name {tool.name!r}",
                 key="name",
                 expected="1-64 letters, digits, '_' or '-'",
             )
-        self._handlers[handler.name] = handler
+        self._handlers[tool.name] = tool
         self._specs = None
-        return handler
+        return tool
 
     def unregister(self, name: str) -> None:
         self._handlers.pop(name, None)

@@ -9,6 +9,7 @@ runs.
 
 from __future__ import annotations
 
+import builtins
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -78,7 +79,7 @@ class SessionStore:
         """Every stored session, oldest first (blocking; see :meth:`alist`)."""
         return self.backend.list()
 
-    async def alist(self) -> list[SessionInfo]:
+    async def alist(self) -> builtins.list[SessionInfo]:
         return await trio.to_thread.run_sync(self.backend.list)
 
     def get_latest_id(self) -> str | None:

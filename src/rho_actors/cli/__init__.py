@@ -1,0 +1,5 @@
+"""The ``rho-actors`` command."""
+
+from ._main import main as main
+
+__all__ = ["main"]
