@@ -310,7 +310,9 @@ class Session:
         if unknown:
             raise TypeError(f"cannot reconfigure {', '.join(sorted(unknown))}")
         if "profile" in changes:
-            changes["profile"] = load_profile(changes["profile"])  # fail here, not mid-run
+            # Resolved here (off the event loop: it may read a YAML file) so a
+            # bad profile fails the caller, not the run.
+            changes["profile"] = await trio.to_thread.run_sync(load_profile, changes["profile"])
         if self._mailbox is not None and self._services is not None:
             await self._mailbox.put(Reconfigure(changes=changes), what="reconfigure")
         else:

@@ -1,0 +1,217 @@
+"""Client CPU per model call under fan-out: rho_actors against a bare openai loop.
+
+A *run* is two streamed model calls around one tool call (the scripted
+server answers a user message with a tool call, and a tool result with
+text). For each concurrency N we run N runs at once, twice:
+
+* baseline: a bare ``openai.AsyncOpenAI`` streaming loop under trio, one
+  shared client, doing the same two calls per run by hand;
+* rho_actors: N sessions under one supervisor, each running the prompt
+  through the full actor machinery (events, Registry actor, state).
+
+The figure is client CPU (user+sys of this process) divided by model calls.
+The server runs in its own process, pinned to another core when possible.
+Figures are ratios within one run; absolute numbers depend on the machine.
+
+    python bench/bench_fanout.py --n 100 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import openai
+import trio
+
+from rho_actors import Agent, AgentConfig, open_supervisor
+
+
+@contextmanager
+def scripted_server(first_byte_ms: int, chunk_ms: int) -> Iterator[str]:
+    """Start the scripted server in its own process (pinned to core 1 if there is one)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "rho_actors.testing",
+        "serve",
+        "--first-byte-ms",
+        str(first_byte_ms),
+        "--chunk-ms",
+        str(chunk_ms),
+        "--backlog",
+        "16384",
+    ]
+    if (os.cpu_count() or 1) >= 2 and _has_taskset():
+        cmd = ["taskset", "-c", "1", *cmd]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        if not line.startswith("READY "):
+            raise RuntimeError(f"server did not start: {line!r}")
+        yield line.split(" ", 1)[1]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        for stream in (proc.stdout, proc.stdin):
+            if stream is not None:
+                stream.close()
+
+
+def _has_taskset() -> bool:
+    return subprocess.run(["which", "taskset"], capture_output=True).returncode == 0
+
+
+def _pin_self() -> None:
+    if (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {0})
+
+
+async def bare_loop(base_url: str, n: int) -> int:
+    """N concurrent runs of two streamed calls through one shared AsyncOpenAI."""
+    client = openai.AsyncOpenAI(api_key="bench", base_url=base_url, max_retries=0)
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "echo",
+                "description": "Echo text.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"text": {"type": "string"}},
+                    "required": ["text"],
+                },
+            },
+        }
+    ]
+    calls = 0
+
+    async def one_run(i: int) -> None:
+        nonlocal calls
+        messages: list[Any] = [
+            {"role": "system", "content": "You are a benchmark."},
+            {"role": "user", "content": f"task {i}"},
+        ]
+        for _ in range(2):
+            stream = await client.chat.completions.create(
+                model="bench",
+                messages=messages,
+                tools=tools,  # type: ignore[arg-type]
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            text: list[str] = []
+            call_id, name, args = "", "", []
+            async for chunk in stream:
+                for choice in chunk.choices:
+                    delta = choice.delta
+                    if delta.content:
+                        text.append(delta.content)
+                    for tc in delta.tool_calls or ():
+                        call_id = tc.id or call_id
+                        if tc.function is not None:
+                            name += tc.function.name or ""
+                            args.append(tc.function.arguments or "")
+            calls += 1
+            if not name:
+                return
+            arguments = "".join(args)
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": "".join(text) or None,
+                    "tool_calls": [
+                        {
+                            "id": call_id,
+                            "type": "function",
+                            "function": {"name": name, "arguments": arguments},
+                        }
+                    ],
+                }
+            )
+            messages.append(
+                {"role": "tool", "tool_call_id": call_id, "content": json.loads(arguments)["text"]}
+            )
+
+    async with trio.open_nursery() as nursery:
+        for i in range(n):
+            nursery.start_soon(one_run, i)
+    await client.close()
+    return calls
+
+
+async def rho_runs(base_url: str, n: int) -> int:
+    """N sessions under one supervisor, each running one prompt with one tool call."""
+    agent = Agent(
+        AgentConfig(
+            system_prompt="You are a benchmark.",
+            model="bench",
+            base_url=base_url,
+            profile="readonly",
+            api_key="bench",
+        )
+    )
+    # Only the echo tool, so the request matches the baseline's.
+    for name in agent.registry.names():
+        agent.registry.unregister(name)
+
+    async def echo(text: str) -> str:
+        """Echo text."""
+        return text
+
+    agent.registry.register(echo)
+    calls = 0
+    bad: list[str] = []
+    async with open_supervisor() as sup:
+        sessions = [await sup.start_session(agent) for _ in range(n)]
+
+        async def one_run(i: int) -> None:
+            nonlocal calls
+            result = await sessions[i].run(prompt=f"task {i}")
+            calls += result.usage.get("api_calls", 0)
+            if result.status != "completed":
+                bad.append(f"{result.status}: {result.error}")
+
+        async with trio.open_nursery() as nursery:
+            for i in range(n):
+                nursery.start_soon(one_run, i)
+    if bad:
+        raise RuntimeError(f"{len(bad)} runs failed, e.g. {bad[0]}")
+    return calls
+
+
+def measure(fn: Callable[[str, int], Any], base_url: str, n: int) -> tuple[float, int, float]:
+    gc.collect()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    calls = trio.run(fn, base_url, n)
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    return cpu / max(calls, 1) * 1000, calls, wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--first-byte-ms", type=int, default=200)
+    parser.add_argument("--chunk-ms", type=int, default=5)
+    args = parser.parse_args()
+    _pin_self()
+    print(f"{'N':>6} {'bare ms/call':>13} {'rho ms/call':>12} {'ratio':>6} {'calls':>7}")
+    for n in args.n:
+        with scripted_server(args.first_byte_ms, args.chunk_ms) as url:
+            bare, bare_calls, _ = measure(bare_loop, url, n)
+            ours, our_calls, _ = measure(rho_runs, url, n)
+        assert bare_calls == our_calls == 2 * n, (bare_calls, our_calls)
+        print(f"{n:>6} {bare:>13.2f} {ours:>12.2f} {ours / bare:>6.2f} {our_calls:>7}")
+
+
+if __name__ == "__main__":
+    main()

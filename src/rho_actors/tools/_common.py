@@ -1,0 +1,161 @@
+"""What every built-in tool shares: argument reading, paths, output limits, errors.
+
+A tool call must never crash a run: bad input, missing files and refusals all
+become a :class:`ToolOutput` with ``is_error=True`` that the model can read
+and act on. :func:`guarded` is where that happens, once for all tools.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from .._errors import InvalidToolArguments, ToolError
+from .._paths import resolve_in_workdir
+from .._profiles import PermissionProfile
+from .._tools import ToolContext, ToolOutput
+
+__all__ = [
+    "display_path",
+    "error",
+    "get_bool",
+    "get_int",
+    "get_str",
+    "guarded",
+    "resolve_path",
+    "static_approval",
+    "truncate_middle",
+]
+
+
+def error(message: str, **metadata: Any) -> ToolOutput:
+    return ToolOutput(content=message, is_error=True, metadata=metadata)
+
+
+async def guarded(
+    tool_name: str,
+    run: Callable[[Mapping[str, Any], ToolContext], Awaitable[ToolOutput]],
+    args: Mapping[str, Any],
+    ctx: ToolContext,
+) -> ToolOutput:
+    """Run a tool body, turning every failure except cancellation into an error result."""
+    if not isinstance(args, Mapping):
+        return error(f"{tool_name}: arguments must be a JSON object")
+    try:
+        return await run(args, ctx)
+    except ToolError as exc:
+        return error(f"{tool_name}: {exc.message}")
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        return error(f"{tool_name}: {exc.strerror or exc}{where}")
+    except Exception as exc:
+        return error(f"{tool_name} failed: {type(exc).__name__}: {exc}")
+
+
+def get_str(
+    args: Mapping[str, Any], key: str, *, default: str | None = None, required: bool = False
+) -> str:
+    value = args.get(key)
+    if value is None:
+        if required or default is None:
+            raise InvalidToolArguments(f"'{key}' is required")
+        return default
+    if not isinstance(value, str):
+        raise InvalidToolArguments(f"'{key}' must be a string, got {type(value).__name__}")
+    return value
+
+
+def get_optional_str(args: Mapping[str, Any], key: str) -> str | None:
+    value = args.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidToolArguments(f"'{key}' must be a string, got {type(value).__name__}")
+    return value
+
+
+def get_int(
+    args: Mapping[str, Any],
+    key: str,
+    *,
+    default: int | None = None,
+    minimum: int | None = None,
+    maximum: int | None = None,
+) -> int | None:
+    value = args.get(key)
+    if value is None:
+        return default
+    # JSON has one number type; accept 3.0 for 3, but not True or 2.5.
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidToolArguments(f"'{key}' must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise InvalidToolArguments(f"'{key}' must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        value = maximum
+    return value
+
+
+def get_bool(args: Mapping[str, Any], key: str, *, default: bool = False) -> bool:
+    value = args.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise InvalidToolArguments(f"'{key}' must be true or false, got {value!r}")
+    return value
+
+
+async def resolve_path(path: str, ctx: ToolContext, profile: PermissionProfile) -> Path:
+    """Resolve ``path`` against the working directory, off the event loop."""
+    return await trio.to_thread.run_sync(
+        lambda: resolve_in_workdir(
+            path, Path(ctx.working_dir), confine=profile.confine_to_working_dir
+        )
+    )
+
+
+def display_path(path: Path, working_dir: Path) -> str:
+    """``path`` relative to the working directory when inside it, else absolute."""
+    root = os.path.realpath(working_dir)
+    text = str(path)
+    if text == root:
+        return "."
+    if text.startswith(root.rstrip("/") + "/"):
+        return text[len(root.rstrip("/")) + 1 :]
+    return text
+
+
+def truncate_middle(text: str, limit: int) -> str:
+    """Keep the head and tail of ``text``; say how much of the middle was dropped.
+
+    Both ends matter in tool output: the head shows what started, the tail
+    how it ended (the error, the exit status, the summary line).
+    """
+    if len(text) <= limit:
+        return text
+    head = limit // 2
+    tail = limit - head
+    omitted = len(text) - head - tail
+    return f"{text[:head]}\n... [truncated {omitted} characters] ...\n{text[len(text) - tail :]}"
+
+
+def static_approval(profile: PermissionProfile, tool_name: str) -> bool:
+    """Whether *every* call of the tool waits for approval under ``profile``.
+
+    Per-call decisions (``bash`` and ``sqlite`` under ``"dangerous"``) are
+    :meth:`PermissionProfile.needs_approval`'s; callers combine both with *or*.
+    """
+    match profile.approval:
+        case "all":
+            return True
+        case "granular":
+            return tool_name in profile.approval_tools
+        case "dangerous":
+            return tool_name in ("write", "edit")
+        case _:
+            return False

@@ -1,0 +1,111 @@
+"""The ``glob`` tool: find files by name pattern, such as ``**/*.py``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from .._errors import InvalidToolArguments
+from .._profiles import PermissionProfile
+from .._tools import JSONSchema, ToolContext, ToolOutput
+from ._common import display_path, error, get_int, get_str, guarded, resolve_path, static_approval
+from ._globs import compile_glob, sort_key, walk_files
+
+__all__ = ["GlobTool"]
+
+DEFAULT_MAX_RESULTS = 500
+MAX_RESULTS = 5000
+
+
+@attrs.frozen(slots=True)
+class GlobTool:
+    """Lists files whose path (relative to the search directory) matches a glob."""
+
+    profile: PermissionProfile
+
+    @property
+    def name(self) -> str:
+        return "glob"
+
+    @property
+    def description(self) -> str:
+        return (
+            "Find files by glob pattern, relative to the working directory (or to 'path'). "
+            "'*' and '?' match within one directory level, '**' across levels: '*.md' finds "
+            "top-level Markdown files, '**/*.py' all Python files, 'src/**/test_*.py' tests "
+            "under src. Results are sorted; .git is skipped."
+        )
+
+    @property
+    def parameters(self) -> JSONSchema:
+        return {
+            "type": "object",
+            "properties": {
+                "pattern": {"type": "string", "description": "Glob pattern, e.g. '**/*.py'."},
+                "path": {
+                    "type": "string",
+                    "description": "Directory to search from (default '.').",
+                },
+                "max_results": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": f"At most this many paths (default {DEFAULT_MAX_RESULTS}).",
+                },
+            },
+            "required": ["pattern"],
+            "additionalProperties": False,
+        }
+
+    @property
+    def requires_approval(self) -> bool:
+        return static_approval(self.profile, self.name)
+
+    @property
+    def readonly(self) -> bool:
+        return True
+
+    async def handle(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
+        return await guarded(self.name, self._run, args, ctx)
+
+    async def _run(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
+        pattern = get_str(args, "pattern", required=True).strip()
+        if not pattern:
+            raise InvalidToolArguments("'pattern' must not be empty")
+        if pattern.startswith("/") or ".." in pattern.split("/"):
+            raise InvalidToolArguments(
+                "'pattern' is relative to the search directory; use 'path' to search elsewhere"
+            )
+        max_results = get_int(
+            args, "max_results", default=DEFAULT_MAX_RESULTS, minimum=1, maximum=MAX_RESULTS
+        )
+        assert max_results is not None
+        try:
+            regex = compile_glob(pattern.removeprefix("./"))
+        except (ValueError, re.error) as exc:
+            raise InvalidToolArguments(f"invalid glob {pattern!r}: {exc}") from None
+        base = await resolve_path(get_str(args, "path", default="."), ctx, self.profile)
+        working_dir = await resolve_path(".", ctx, self.profile)
+        if not await trio.Path(base).is_dir():
+            return error(f"glob: {display_path(base, working_dir)} is not a directory")
+        found = await trio.to_thread.run_sync(_find, base, regex)
+        metadata = {"total": len(found)}
+        if not found:
+            return ToolOutput(content=f"No files match {pattern!r}.", metadata=metadata)
+        found.sort(key=sort_key)
+        shown = [display_path(base / rel, working_dir) for rel in found[:max_results]]
+        text = "\n".join(shown)
+        if len(text) > self.profile.max_output_chars:
+            text = text[: self.profile.max_output_chars].rsplit("\n", 1)[0]
+            shown = text.split("\n")
+        if len(shown) < len(found):
+            text += f"\n[showing {len(shown)} of {len(found)} files; narrow the pattern]"
+        return ToolOutput(content=text, metadata=metadata)
+
+
+def _find(base: Path, regex: re.Pattern[str]) -> list[str]:
+    return [rel for _, rel in walk_files(base) if regex.match(rel)]

@@ -1,0 +1,110 @@
+"""The ``write`` tool: create a file, or replace one when the profile allows it.
+
+``create-only`` is enforced with ``O_EXCL``, so a file that appears between
+the check and the write is not overwritten either.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from .._profiles import PermissionProfile
+from .._tools import JSONSchema, ToolContext, ToolOutput
+from ._common import display_path, error, get_str, guarded, resolve_path, static_approval
+
+__all__ = ["WriteTool"]
+
+
+@attrs.frozen(slots=True)
+class WriteTool:
+    """Writes a whole file (UTF-8), creating missing parent directories."""
+
+    profile: PermissionProfile
+
+    @property
+    def name(self) -> str:
+        return "write"
+
+    @property
+    def description(self) -> str:
+        if self.profile.file_write == "create-only":
+            return (
+                "Create a new file with the given content (UTF-8). Existing files cannot be "
+                "overwritten under this profile. Missing parent directories are created."
+            )
+        return (
+            "Write a file with the given content (UTF-8), replacing it if it exists. Missing "
+            "parent directories are created. For small changes to an existing file, prefer edit."
+        )
+
+    @property
+    def parameters(self) -> JSONSchema:
+        return {
+            "type": "object",
+            "properties": {
+                "path": {
+                    "type": "string",
+                    "description": "File path, relative to the working directory.",
+                },
+                "content": {
+                    "type": "string",
+                    "description": "The complete new content of the file.",
+                },
+            },
+            "required": ["path", "content"],
+            "additionalProperties": False,
+        }
+
+    @property
+    def requires_approval(self) -> bool:
+        return static_approval(self.profile, self.name)
+
+    @property
+    def readonly(self) -> bool:
+        return False
+
+    async def handle(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
+        return await guarded(self.name, self._run, args, ctx)
+
+    async def _run(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
+        mode = self.profile.file_write
+        if mode == "off":
+            return error(f"write: file writes are disabled in profile {self.profile.name!r}")
+        raw_path = get_str(args, "path", required=True)
+        content = get_str(args, "content", required=True)
+        path = await resolve_path(raw_path, ctx, self.profile)
+        shown = display_path(path, Path(ctx.working_dir))
+        return await trio.to_thread.run_sync(_write, path, shown, content, mode == "full")
+
+
+def _write(path: Path, shown: str, content: str, overwrite: bool) -> ToolOutput:
+    if path.is_dir():
+        return error(f"write: {shown} is a directory")
+    existed = path.exists()
+    if existed and not overwrite:
+        return error(
+            f"write: {shown} already exists and this profile only allows creating new files"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = content.encode("utf-8")
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except FileExistsError:
+        return error(
+            f"write: {shown} already exists and this profile only allows creating new files"
+        )
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    lines = content.count("\n") + (1 if content and not content.endswith("\n") else 0)
+    verb = "Overwrote" if existed else "Created"
+    return ToolOutput(
+        content=f"{verb} {shown} ({len(data)} bytes, {lines} lines)",
+        metadata={"path": str(path), "bytes": len(data), "created": not existed},
+    )
