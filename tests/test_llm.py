@@ -249,3 +249,18 @@ def test_body_splices_pre_encoded_messages() -> None:
         "temperature": 0.5,
         "messages": [{"role": "user", "content": "hi"}],
     }
+
+
+async def test_agent_create_client_streams_directly(
+    server: ScriptedServer, make_agent: Callable[..., Agent]
+) -> None:
+    """Agent.create_client() gives a working client that owns and closes its pools."""
+    from rho_actors._state import State
+
+    server.add(Reply.text("direct"))
+    state = State()
+    state.add_user_message("hi")
+    async with make_agent().create_client() as client:
+        turn = await client.stream(state.encoded_messages(), None)
+    assert turn.text == "direct" and turn.finish_reason == "stop"
+    assert turn.usage["api_calls"] == 1

@@ -255,10 +255,9 @@ class Session:
 
     async def cancel(self, reason: str = "cancelled by user") -> None:
         """Cancel the run in flight, if any. Not sticky: the next run starts clean."""
-        control = self._control
-        if control is not None:
-            control.cancel(reason)
-        elif self._mailbox is not None and self._services is not None:
+        # A message like any other: the actor's control loop reads it while
+        # the run is in flight. With no actor there is nothing to cancel.
+        if self._mailbox is not None and self._services is not None:
             await self._mailbox.put(Cancel(reason=reason), what="cancel", session_id=self.id)
 
     async def compact(self, instructions: str | None = None) -> CompactResult:
