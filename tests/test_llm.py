@@ -15,7 +15,7 @@ from rho_actors.testing import Fault, Reply, ScriptedServer, ToolCallSpec, Usage
 async def test_429_with_retry_after_is_retried_after_the_wait(
     server: ScriptedServer,
     make_agent: Callable[..., Agent],
-    autojump_clock: trio.testing.MockClock,
+    loopback_autojump_clock: trio.testing.MockClock,
 ) -> None:
     """A 429 is retried after exactly the Retry-After delay, then the run completes."""
     server.add(Fault.rate_limited(retry_after=7), Reply.text("finally"))
@@ -29,7 +29,7 @@ async def test_429_with_retry_after_is_retried_after_the_wait(
 async def test_5xx_then_success(
     server: ScriptedServer,
     make_agent: Callable[..., Agent],
-    autojump_clock: trio.testing.MockClock,
+    loopback_autojump_clock: trio.testing.MockClock,
 ) -> None:
     """Server errors before the first byte are retried with backoff."""
     server.add(Fault.server_error(503), Fault.server_error(500), Reply.text("up again"))
@@ -41,7 +41,7 @@ async def test_5xx_then_success(
 async def test_persistent_5xx_ends_the_run_with_an_error(
     server: ScriptedServer,
     make_agent: Callable[..., Agent],
-    autojump_clock: trio.testing.MockClock,
+    loopback_autojump_clock: trio.testing.MockClock,
 ) -> None:
     """After the retry budget, the run reports the HTTP error."""
     for _ in range(10):
@@ -79,7 +79,7 @@ async def test_malformed_chunk_is_an_error(
 async def test_stall_with_deadline_disconnects(
     server: ScriptedServer,
     make_agent: Callable[..., Agent],
-    autojump_clock: trio.testing.MockClock,
+    loopback_autojump_clock: trio.testing.MockClock,
 ) -> None:
     """A stalled stream is cut by the run's deadline and the server sees the client leave."""
     server.add(Fault.stall(after_chunks=1))
@@ -93,7 +93,7 @@ async def test_stall_with_deadline_disconnects(
 async def test_slow_stream_delivers_every_chunk(
     server: ScriptedServer,
     make_agent: Callable[..., Agent],
-    autojump_clock: trio.testing.MockClock,
+    loopback_autojump_clock: trio.testing.MockClock,
 ) -> None:
     """A slow stream with a long first-byte delay still completes intact."""
     text = "slow and steady " * 20
@@ -185,7 +185,7 @@ async def test_rate_gate_is_shared_by_every_run_on_a_key(
 async def test_429_pauses_other_sessions_on_the_same_key(
     server: ScriptedServer,
     make_agent: Callable[..., Agent],
-    autojump_clock: trio.testing.MockClock,
+    loopback_autojump_clock: trio.testing.MockClock,
 ) -> None:
     """After one session gets a 429, a second session on the same key waits too."""
     from rho_actors import open_supervisor

@@ -330,7 +330,9 @@ async def test_enclosing_scope_cancel_reaches_the_run(
 
 
 async def test_run_timeout_is_a_cancellation(
-    server: ScriptedServer, make_agent: Callable[..., Agent], autojump_clock: trio.testing.MockClock
+    server: ScriptedServer,
+    make_agent: Callable[..., Agent],
+    loopback_autojump_clock: trio.testing.MockClock,
 ) -> None:
     """run_timeout ends a stalled run with status cancelled and a reason."""
     server.add(Reply.text("never finishes", first_byte_delay=3600))

@@ -1,0 +1,401 @@
+"""What the scripted server answers: replies, faults and responders.
+
+A script is a FIFO of :class:`Reply` (or bare :class:`Fault`) values. They are
+plain frozen data so one script can be shared between tests and reused across
+requests; everything that depends on the request (ids, the echoed model name,
+estimated usage) is filled in by the server when it answers.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+import trio
+
+__all__ = [
+    "Fault",
+    "FaultKind",
+    "RecordedRequest",
+    "Reply",
+    "Responder",
+    "ScriptItem",
+    "ToolCallSpec",
+    "Usage",
+    "benchmark_responder",
+    "ok_responder",
+]
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Usage:
+    """Token counts reported for one reply.
+
+    Scripting them lets tests pin down cost and context accounting exactly;
+    when a reply carries none, the server estimates them from sizes instead.
+    """
+
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
+        }
+
+
+def _encode_arguments(value: str | Mapping[str, Any]) -> str:
+    # A string is sent verbatim so tests can feed the client malformed JSON.
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class ToolCallSpec:
+    """One function call the model "decides" to make.
+
+    ``arguments`` given as a string is sent byte for byte, which is how tests
+    exercise the client's handling of malformed tool arguments. ``id`` defaults
+    to a per-request id chosen by the server.
+    """
+
+    name: str
+    arguments: str | Mapping[str, Any] = attrs.field(factory=dict)
+    id: str | None = None
+
+    @property
+    def arguments_json(self) -> str:
+        return _encode_arguments(self.arguments)
+
+
+class FaultKind(enum.Enum):
+    """The failure modes the server can inject."""
+
+    RATE_LIMITED = "rate_limited"
+    SERVER_ERROR = "server_error"
+    CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+    RESET_MID_STREAM = "reset_mid_stream"
+    MALFORMED_CHUNK = "malformed_chunk"
+    STALL = "stall"
+
+
+_STATUS_ERRORS = {
+    500: "The server had an error while processing your request. Sorry about that!",
+    502: "Bad gateway.",
+    503: "The engine is currently overloaded, please try again later.",
+}
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Fault:
+    """A failure injected instead of, or in the middle of, a reply.
+
+    HTTP-level faults (``rate_limited``, ``server_error``,
+    ``context_length_exceeded``) replace the response. Stream-level faults
+    (``reset_mid_stream``, ``malformed_chunk``, ``stall``) first send
+    ``after_chunks`` SSE events of the reply they are attached to, so a client
+    sees a stream that started well and then broke. For a non-streaming
+    request they act at the same point without the partial chunks: the
+    connection is reset, the body is not JSON, or nothing is ever sent.
+    """
+
+    kind: FaultKind
+    status: int = 500
+    message: str = ""
+    code: str | None = None
+    retry_after: float | None = None
+    after_chunks: int = 0
+
+    @classmethod
+    def rate_limited(cls, retry_after: float = 1.0, *, message: str | None = None) -> Fault:
+        return cls(
+            kind=FaultKind.RATE_LIMITED,
+            status=429,
+            message=message or "Rate limit reached for requests. Please try again later.",
+            code="rate_limit_exceeded",
+            retry_after=retry_after,
+        )
+
+    @classmethod
+    def server_error(cls, status: int = 500, *, message: str | None = None) -> Fault:
+        if not 500 <= status <= 599:
+            raise ValueError(f"server_error status must be 5xx, got {status}")
+        return cls(
+            kind=FaultKind.SERVER_ERROR,
+            status=status,
+            message=message or _STATUS_ERRORS.get(status, "Server error."),
+        )
+
+    @classmethod
+    def context_length_exceeded(cls, *, max_tokens: int = 128000) -> Fault:
+        return cls(
+            kind=FaultKind.CONTEXT_LENGTH_EXCEEDED,
+            status=400,
+            message=(
+                f"This model's maximum context length is {max_tokens} tokens. "
+                "However, your messages resulted in more tokens. "
+                "Please reduce the length of the messages."
+            ),
+            code="context_length_exceeded",
+        )
+
+    @classmethod
+    def reset_mid_stream(cls, after_chunks: int = 1) -> Fault:
+        return cls(kind=FaultKind.RESET_MID_STREAM, after_chunks=_non_negative(after_chunks))
+
+    @classmethod
+    def malformed_chunk(cls, after_chunks: int = 1) -> Fault:
+        return cls(kind=FaultKind.MALFORMED_CHUNK, after_chunks=_non_negative(after_chunks))
+
+    @classmethod
+    def stall(cls, after_chunks: int = 1) -> Fault:
+        return cls(kind=FaultKind.STALL, after_chunks=_non_negative(after_chunks))
+
+    @property
+    def is_http_error(self) -> bool:
+        return self.kind in (
+            FaultKind.RATE_LIMITED,
+            FaultKind.SERVER_ERROR,
+            FaultKind.CONTEXT_LENGTH_EXCEEDED,
+        )
+
+
+def _non_negative(n: int) -> int:
+    if n < 0:
+        raise ValueError(f"after_chunks must be >= 0, got {n}")
+    return n
+
+
+def _optional_non_negative(_instance: object, attribute: Any, value: float | None) -> None:
+    if value is not None and value < 0:
+        raise ValueError(f"{attribute.name} must be >= 0, got {value}")
+
+
+def _optional_positive(_instance: object, attribute: Any, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise ValueError(f"{attribute.name} must be >= 1, got {value}")
+
+
+def _to_tuple(calls: Iterable[ToolCallSpec]) -> tuple[ToolCallSpec, ...]:
+    return tuple(calls)
+
+
+# Enough text that a stream-level fault attached to a bare Fault has chunks to
+# send before it strikes, whatever chunk size is in force.
+_FAULT_FILLER = "This reply is going to break part way through, as scripted. " * 4
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Reply:
+    """One scripted model answer.
+
+    The fields are named ``content`` and ``calls`` so that the constructor
+    helpers can be called ``Reply.text`` and ``Reply.tool_calls``. Timing
+    fields left as ``None`` fall back to the server's settings, so a single
+    slow reply can sit in an otherwise fast script.
+    """
+
+    content: str = ""
+    calls: tuple[ToolCallSpec, ...] = attrs.field(default=(), converter=_to_tuple)
+    usage: Usage | None = None
+    fault: Fault | None = None
+    finish_reason: str | None = None
+    first_byte_delay: float | None = attrs.field(default=None, validator=_optional_non_negative)
+    chunk_delay: float | None = attrs.field(default=None, validator=_optional_non_negative)
+    chunk_size: int | None = attrs.field(default=None, validator=_optional_positive)
+
+    @classmethod
+    def text(
+        cls,
+        content: str,
+        *,
+        usage: Usage | None = None,
+        fault: Fault | None = None,
+        finish_reason: str | None = None,
+        first_byte_delay: float | None = None,
+        chunk_delay: float | None = None,
+        chunk_size: int | None = None,
+    ) -> Reply:
+        return cls(
+            content=content,
+            usage=usage,
+            fault=fault,
+            finish_reason=finish_reason,
+            first_byte_delay=first_byte_delay,
+            chunk_delay=chunk_delay,
+            chunk_size=chunk_size,
+        )
+
+    @classmethod
+    def tool_call(
+        cls,
+        name: str,
+        arguments: str | Mapping[str, Any] | None = None,
+        *,
+        text: str = "",
+        id: str | None = None,
+        usage: Usage | None = None,
+        fault: Fault | None = None,
+        first_byte_delay: float | None = None,
+        chunk_delay: float | None = None,
+        chunk_size: int | None = None,
+    ) -> Reply:
+        spec = ToolCallSpec(name=name, arguments={} if arguments is None else arguments, id=id)
+        return cls.tool_calls(
+            [spec],
+            text=text,
+            usage=usage,
+            fault=fault,
+            first_byte_delay=first_byte_delay,
+            chunk_delay=chunk_delay,
+            chunk_size=chunk_size,
+        )
+
+    @classmethod
+    def tool_calls(
+        cls,
+        calls: Iterable[ToolCallSpec],
+        *,
+        text: str = "",
+        usage: Usage | None = None,
+        fault: Fault | None = None,
+        first_byte_delay: float | None = None,
+        chunk_delay: float | None = None,
+        chunk_size: int | None = None,
+    ) -> Reply:
+        specs = tuple(calls)
+        if not specs:
+            raise ValueError("Reply.tool_calls needs at least one ToolCallSpec")
+        return cls(
+            content=text,
+            calls=specs,
+            usage=usage,
+            fault=fault,
+            first_byte_delay=first_byte_delay,
+            chunk_delay=chunk_delay,
+            chunk_size=chunk_size,
+        )
+
+    @classmethod
+    def from_fault(cls, fault: Fault) -> Reply:
+        """Wrap a bare fault; stream-level faults get filler text to break."""
+        return cls(content="" if fault.is_http_error else _FAULT_FILLER, fault=fault)
+
+    @property
+    def effective_finish_reason(self) -> str:
+        if self.finish_reason is not None:
+            return self.finish_reason
+        return "tool_calls" if self.calls else "stop"
+
+
+ScriptItem = Reply | Fault
+
+
+@attrs.define(kw_only=True, slots=True, eq=False)
+class RecordedRequest:
+    """One HTTP request as the server saw it, and what became of it.
+
+    It is mutable on purpose: ``disconnected`` and ``completed`` change while
+    the response is being sent, and tests read them afterwards. ``json`` is
+    ``None`` when the body was empty or not JSON. ``finished`` is set once the
+    server is done with the request, whether it completed, the client went
+    away (``disconnected``), or the server broke it on purpose.
+    """
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    json: Any
+    reply: Reply | None = None
+    completed: bool = False
+    disconnected: bool = False
+    disconnected_event: trio.Event = attrs.field(factory=trio.Event, repr=False)
+    finished: trio.Event = attrs.field(factory=trio.Event, repr=False)
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        if isinstance(self.json, dict):
+            messages = self.json.get("messages")
+            if isinstance(messages, list):
+                return [m for m in messages if isinstance(m, dict)]
+        return []
+
+    @property
+    def stream(self) -> bool:
+        return isinstance(self.json, dict) and self.json.get("stream") is True
+
+    @property
+    def model(self) -> str | None:
+        model = self.json.get("model") if isinstance(self.json, dict) else None
+        return model if isinstance(model, str) else None
+
+    @property
+    def tools(self) -> list[dict[str, Any]]:
+        if isinstance(self.json, dict):
+            tools = self.json.get("tools")
+            if isinstance(tools, list):
+                return [t for t in tools if isinstance(t, dict)]
+        return []
+
+
+Responder = Callable[[RecordedRequest], ScriptItem]
+
+
+def ok_responder(request: RecordedRequest) -> Reply:
+    """Answer "ok": lets a test that only cares about the client side skip scripting."""
+    return _OK
+
+
+_OK = Reply.text("ok")
+
+
+def _message_text(message: Mapping[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Sequence):
+        return "".join(
+            part.get("text", "")
+            for part in content
+            if isinstance(part, Mapping) and isinstance(part.get("text"), str)
+        )
+    return ""
+
+
+def benchmark_responder(
+    *,
+    tool_name: str = "echo",
+    text_only: bool = False,
+    reply_text: str = "The tool ran and returned its output.",
+    max_argument_chars: int = 200,
+) -> Responder:
+    """Drive an agent loop through exactly one tool round trip per user turn.
+
+    A user message as the last message gets a tool call (echoing the user's
+    text, truncated so argument size stays bounded), anything else (a tool
+    result) gets the final text. Benchmarks then measure a full
+    model -> tool -> model turn without scripting every request.
+    """
+    text_reply = Reply.text(reply_text)
+
+    def respond(request: RecordedRequest) -> Reply:
+        messages = request.messages
+        if text_only or not messages or messages[-1].get("role") != "user":
+            return text_reply
+        text = _message_text(messages[-1])[:max_argument_chars]
+        return Reply.tool_call(tool_name, {"text": text})
+
+    return respond
