@@ -79,7 +79,7 @@ def _pin_self() -> None:
 async def bare_loop(base_url: str, n: int) -> int:
     """N concurrent runs of two streamed calls through one shared AsyncOpenAI."""
     client = openai.AsyncOpenAI(api_key="bench", base_url=base_url, max_retries=0)
-    tools = [
+    tools: Any = [
         {
             "type": "function",
             "function": {
@@ -105,7 +105,7 @@ async def bare_loop(base_url: str, n: int) -> int:
             stream = await client.chat.completions.create(
                 model="bench",
                 messages=messages,
-                tools=tools,  # type: ignore[arg-type]
+                tools=tools,
                 stream=True,
                 stream_options={"include_usage": True},
             )
