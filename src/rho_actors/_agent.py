@@ -16,6 +16,7 @@ from ._llm import ModelClient, ModelClients, ModelSettings
 from ._profiles import PermissionProfile, load_profile
 from ._tools import ToolRegistry
 from .tools import builtin_tools
+from .tools._delegate import DelegateTool
 
 # Used when no API key is configured: local OpenAI-compatible servers
 # (vLLM, llama.cpp, Ollama, the scripted test server) accept any key.
@@ -35,6 +36,8 @@ class Agent:
         self.config = config
         self._profile = load_profile(config.profile)
         self.registry = ToolRegistry(builtin_tools(self._profile))
+        if self._profile.allows_tool("delegate"):
+            self.registry.register(DelegateTool())
         self._system_prompt: str | None = None
 
     @property

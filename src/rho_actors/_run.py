@@ -162,6 +162,14 @@ async def execute_run(
         state.add_system_message(session.agent.system_prompt)
     state.start_run(prompt if prompt is not None else "")
     if prompt is not None:
+        if state.unanswered_tool_calls():
+            # A new prompt instead of resume(): the paused calls are denied
+            # (fail closed) so the history stays valid.
+            for pending in list(state.pending_approvals):
+                state.resolve_approval(pending.tool_call_id, False, "superseded by a new prompt")
+            state.close_dangling_tool_calls(
+                "[not executed: a new prompt arrived before this call was approved]"
+            )
         state.add_user_message(prompt)
     await session._persist(run_started=True, prompt=prompt)
 
@@ -366,7 +374,7 @@ async def _run_tools(
             return "error", f"max tool executions ({max_tools}) reached"
         totals.tool_executions += len(batch)
         if len(batch) == 1:
-            result = await _run_one(session, events, control, batch[0])
+            result = await _run_one(session, events, control, batch[0], totals)
             if result is not None:
                 return result
             continue
@@ -383,6 +391,7 @@ async def _run_tools(
                     index,
                     failures,
                     nursery.cancel_scope,
+                    totals,
                 )
         if failures:
             raise failures[0]
@@ -400,9 +409,10 @@ async def _invoke_into(
     index: int,
     failures: list[CallbackFailed],
     batch_scope: trio.CancelScope,
+    totals: _RunTotals,
 ) -> None:
     try:
-        outputs[index] = await _invoke(session, events, call)
+        outputs[index] = await _invoke(session, events, call, totals)
     except CallbackFailed as exc:
         # Recorded and re-raised by the caller after the batch, so it does
         # not arrive wrapped in an exception group.
@@ -411,7 +421,11 @@ async def _invoke_into(
 
 
 async def _run_one(
-    session: Session, events: Events, control: RunControl, call: ToolCall
+    session: Session,
+    events: Events,
+    control: RunControl,
+    call: ToolCall,
+    totals: _RunTotals,
 ) -> tuple[RunStatus, str | None] | None:
     handler = session.tool(call.name)
     if handler is not None and session.needs_approval(handler, call):
@@ -421,12 +435,14 @@ async def _run_one(
         if verdict is not True:
             await _deny(session, events, call, verdict)
             return None
-    output = await _invoke(session, events, call)
+    output = await _invoke(session, events, call, totals)
     session.state.add_tool_result(call.id, output.content)
     return None
 
 
-async def _invoke(session: Session, events: Events, call: ToolCall) -> ToolOutput:
+async def _invoke(
+    session: Session, events: Events, call: ToolCall, totals: _RunTotals | None = None
+) -> ToolOutput:
     args = _parse_args_for_event(call.arguments)
     await events.emit(
         AgentEvent("tool_start", tool_name=call.name, tool_call_id=call.id, tool_args=args)
@@ -439,7 +455,20 @@ async def _invoke(session: Session, events: Events, call: ToolCall) -> ToolOutpu
         profile=session.profile,
         extras={"session": session},
     )
-    output = await services.registry.invoke(session.tool(call.name), call.name, call.arguments, ctx)
+    handler = session.tool(call.name)
+    if handler is None and not session.profile.allows_tool(call.name):
+        output = ToolOutput(
+            content=f"tool {call.name!r} is disabled by profile {session.profile.name!r}",
+            is_error=True,
+        )
+    else:
+        output = await services.registry.invoke(handler, call.name, call.arguments, ctx)
+    child_usage = output.metadata.get("child_usage")
+    if isinstance(child_usage, dict) and child_usage:
+        # A delegated child's tokens count as this session's.
+        session.state.update_usage(**child_usage)
+        if totals is not None:
+            add_usage(totals.usage, child_usage)
     await events.emit(
         AgentEvent(
             "tool_end",
@@ -564,10 +593,10 @@ async def _answer_pending(
                 await _deny(session, events, call, reason or "denied")
                 continue
             totals.tool_executions += 1
-            output = await _invoke(session, events, call)
+            output = await _invoke(session, events, call, totals)
             state.add_tool_result(call.id, output.content)
         else:
-            result = await _run_one(session, events, control, call)
+            result = await _run_one(session, events, control, call, totals)
             if result is not None:
                 return result
     if control.paused:

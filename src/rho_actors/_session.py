@@ -147,6 +147,8 @@ class Session:
         self.compact_threshold = DEFAULT_THRESHOLD
         self.approval_timeout = DEFAULT_APPROVAL_TIMEOUT
         self.max_turns: int | None = None
+        # 0 for a session a user opened; n + 1 for one delegated by a depth-n session.
+        self.depth = 0
         # Seconds a run may take before it is cancelled ("deadline exceeded").
         self.run_timeout: float | None = None
         self._idle_event: trio.Event | None = None
