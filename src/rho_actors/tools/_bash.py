@@ -29,11 +29,10 @@ import attrs
 import trio
 
 from .._errors import InvalidToolArguments
-from .._profiles import PermissionProfile
 from .._sandbox import probe_bwrap, wrap_command
 from .._shell_policy import check_command
 from .._tools import JSONSchema, ToolContext, ToolOutput
-from ._common import error, get_str, guarded, static_approval
+from ._common import ProfileTool, error, get_str
 from ._process import DEFAULT_GRACE, MiddleCapture, run_process_group
 
 __all__ = ["BashTool"]
@@ -42,10 +41,9 @@ _SECRET_NAME = re.compile(r"(?i).*(API_?KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENT
 
 
 @attrs.frozen(slots=True)
-class BashTool:
+class BashTool(ProfileTool):
     """Runs ``bash -c COMMAND`` under the profile's shell policy and sandbox."""
 
-    profile: PermissionProfile
     inherit_secrets: bool = attrs.field(default=False, kw_only=True)
     shell: str = attrs.field(default="bash", kw_only=True)
     kill_grace: float = attrs.field(default=DEFAULT_GRACE, kw_only=True)
@@ -89,15 +87,8 @@ class BashTool:
         }
 
     @property
-    def requires_approval(self) -> bool:
-        return static_approval(self.profile, self.name)
-
-    @property
     def readonly(self) -> bool:
         return self.profile.shell == "restricted"
-
-    async def handle(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
-        return await guarded(self.name, self._run, args, ctx)
 
     async def _run(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
         profile = self.profile

@@ -2,34 +2,82 @@
 
 A tool call must never crash a run: bad input, missing files and refusals all
 become a :class:`ToolOutput` with ``is_error=True`` that the model can read
-and act on. :func:`guarded` is where that happens, once for all tools.
+and act on. :func:`guarded` is where that happens, once for all tools, and
+:class:`ProfileTool` is the base that routes every built-in tool through it.
 """
 
 from __future__ import annotations
 
+import abc
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
+import attrs
 import trio
 
 from .._errors import InvalidToolArguments, ToolError
 from .._paths import resolve_in_workdir
 from .._profiles import PermissionProfile
-from .._tools import ToolContext, ToolOutput
+from .._tools import JSONSchema, ToolContext, ToolOutput
 
 __all__ = [
+    "ProfileTool",
     "display_path",
     "error",
     "get_bool",
     "get_int",
+    "get_optional_str",
     "get_str",
     "guarded",
+    "head_lines",
     "resolve_path",
+    "resolve_shown",
     "static_approval",
+    "truncate_lines",
     "truncate_middle",
+    "truncated_join",
 ]
+
+
+@attrs.frozen(slots=True)
+class ProfileTool(abc.ABC):
+    """A built-in tool: built with the profile it serves, failures turned into results.
+
+    Subclasses give ``name``, ``description``, ``parameters`` and ``readonly``,
+    and implement :meth:`_run`; :meth:`handle` runs it under :func:`guarded`,
+    and ``requires_approval`` is :func:`static_approval` for the tool's name.
+    """
+
+    profile: PermissionProfile
+
+    @property
+    @abc.abstractmethod
+    def name(self) -> str: ...
+
+    @property
+    @abc.abstractmethod
+    def description(self) -> str: ...
+
+    @property
+    @abc.abstractmethod
+    def parameters(self) -> JSONSchema: ...
+
+    @property
+    @abc.abstractmethod
+    def readonly(self) -> bool: ...
+
+    @property
+    def requires_approval(self) -> bool:
+        return static_approval(self.profile, self.name)
+
+    async def handle(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
+        return await guarded(self.name, self._run, args, ctx)
+
+    @abc.abstractmethod
+    async def _run(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
+        """The tool's body; may raise, :meth:`handle` turns failures into error results."""
 
 
 def error(message: str, **metadata: Any) -> ToolOutput:
@@ -59,13 +107,11 @@ async def guarded(
 def get_str(
     args: Mapping[str, Any], key: str, *, default: str | None = None, required: bool = False
 ) -> str:
-    value = args.get(key)
+    value = get_optional_str(args, key)
     if value is None:
         if required or default is None:
             raise InvalidToolArguments(f"'{key}' is required")
         return default
-    if not isinstance(value, str):
-        raise InvalidToolArguments(f"'{key}' must be a string, got {type(value).__name__}")
     return value
 
 
@@ -76,6 +122,28 @@ def get_optional_str(args: Mapping[str, Any], key: str) -> str | None:
     if not isinstance(value, str):
         raise InvalidToolArguments(f"'{key}' must be a string, got {type(value).__name__}")
     return value
+
+
+@overload
+def get_int(
+    args: Mapping[str, Any],
+    key: str,
+    *,
+    default: int,
+    minimum: int | None = None,
+    maximum: int | None = None,
+) -> int: ...
+
+
+@overload
+def get_int(
+    args: Mapping[str, Any],
+    key: str,
+    *,
+    default: None = None,
+    minimum: int | None = None,
+    maximum: int | None = None,
+) -> int | None: ...
 
 
 def get_int(
@@ -119,6 +187,14 @@ async def resolve_path(path: str, ctx: ToolContext, profile: PermissionProfile) 
     )
 
 
+async def resolve_shown(
+    path: str, ctx: ToolContext, profile: PermissionProfile
+) -> tuple[Path, str]:
+    """``path`` resolved as :func:`resolve_path` does, and as the model is shown it."""
+    resolved = await resolve_path(path, ctx, profile)
+    return resolved, display_path(resolved, Path(ctx.working_dir))
+
+
 def display_path(path: Path, working_dir: Path) -> str:
     """``path`` relative to the working directory when inside it, else absolute."""
     root = os.path.realpath(working_dir)
@@ -141,7 +217,27 @@ def truncate_middle(text: str, limit: int) -> str:
     head = limit // 2
     tail = limit - head
     omitted = len(text) - head - tail
-    return f"{text[:head]}\n... [truncated {omitted} characters] ...\n{text[len(text) - tail :]}"
+    return truncated_join(text[:head], omitted, text[len(text) - tail :])
+
+
+def truncated_join(head: str, omitted: int, tail: str) -> str:
+    """``head`` and ``tail`` around a line saying ``omitted`` characters were dropped."""
+    return f"{head}\n... [truncated {omitted} characters] ...\n{tail}"
+
+
+def head_lines(text: str, limit: int) -> str:
+    """The whole lines at the start of ``text`` that fit in ``limit`` characters.
+
+    With no line break in the first ``limit`` characters, those characters.
+    """
+    return text[:limit].rsplit("\n", 1)[0]
+
+
+def truncate_lines(text: str, limit: int) -> str:
+    """``text``, or when longer than ``limit`` its :func:`head_lines` and a marker."""
+    if len(text) <= limit:
+        return text
+    return head_lines(text, limit) + "\n[output truncated]"
 
 
 def static_approval(profile: PermissionProfile, tool_name: str) -> bool:

@@ -16,26 +16,15 @@ import attrs
 import trio
 
 from .._errors import InvalidToolArguments
-from .._profiles import PermissionProfile
 from .._tools import JSONSchema, ToolContext, ToolOutput
-from ._common import (
-    display_path,
-    error,
-    get_bool,
-    get_str,
-    guarded,
-    resolve_path,
-    static_approval,
-)
+from ._common import ProfileTool, error, get_bool, get_str, resolve_shown
 
 __all__ = ["EditTool"]
 
 
 @attrs.frozen(slots=True)
-class EditTool:
+class EditTool(ProfileTool):
     """Replaces ``old_string`` with ``new_string`` in a UTF-8 text file."""
-
-    profile: PermissionProfile
 
     @property
     def name(self) -> str:
@@ -70,15 +59,8 @@ class EditTool:
         }
 
     @property
-    def requires_approval(self) -> bool:
-        return static_approval(self.profile, self.name)
-
-    @property
     def readonly(self) -> bool:
         return False
-
-    async def handle(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
-        return await guarded(self.name, self._run, args, ctx)
 
     async def _run(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
         if self.profile.file_write != "full":
@@ -94,8 +76,7 @@ class EditTool:
             raise InvalidToolArguments("'old_string' must not be empty; use write to create a file")
         if old == new:
             raise InvalidToolArguments("'old_string' and 'new_string' are identical")
-        path = await resolve_path(raw_path, ctx, self.profile)
-        shown = display_path(path, Path(ctx.working_dir))
+        path, shown = await resolve_shown(raw_path, ctx, self.profile)
         return await trio.to_thread.run_sync(_edit, path, shown, old, new, replace_all)
 
 

@@ -11,9 +11,8 @@ import attrs
 import trio
 
 from .._errors import InvalidToolArguments
-from .._profiles import PermissionProfile
 from .._tools import JSONSchema, ToolContext, ToolOutput
-from ._common import display_path, error, get_int, get_str, guarded, resolve_path, static_approval
+from ._common import ProfileTool, display_path, error, get_int, get_str, head_lines, resolve_path
 from ._globs import compile_glob, sort_key, walk_files
 
 __all__ = ["GlobTool"]
@@ -23,10 +22,8 @@ MAX_RESULTS = 5000
 
 
 @attrs.frozen(slots=True)
-class GlobTool:
+class GlobTool(ProfileTool):
     """Lists files whose path (relative to the search directory) matches a glob."""
-
-    profile: PermissionProfile
 
     @property
     def name(self) -> str:
@@ -62,15 +59,8 @@ class GlobTool:
         }
 
     @property
-    def requires_approval(self) -> bool:
-        return static_approval(self.profile, self.name)
-
-    @property
     def readonly(self) -> bool:
         return True
-
-    async def handle(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
-        return await guarded(self.name, self._run, args, ctx)
 
     async def _run(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
         pattern = get_str(args, "pattern", required=True).strip()
@@ -83,7 +73,6 @@ class GlobTool:
         max_results = get_int(
             args, "max_results", default=DEFAULT_MAX_RESULTS, minimum=1, maximum=MAX_RESULTS
         )
-        assert max_results is not None
         try:
             regex = compile_glob(pattern.removeprefix("./"))
         except (ValueError, re.error) as exc:
@@ -100,7 +89,7 @@ class GlobTool:
         shown = [display_path(base / rel, working_dir) for rel in found[:max_results]]
         text = "\n".join(shown)
         if len(text) > self.profile.max_output_chars:
-            text = text[: self.profile.max_output_chars].rsplit("\n", 1)[0]
+            text = head_lines(text, self.profile.max_output_chars)
             shown = text.split("\n")
         if len(shown) < len(found):
             text += f"\n[showing {len(shown)} of {len(found)} files; narrow the pattern]"

@@ -23,18 +23,16 @@ import attrs
 import trio
 
 from .._errors import InvalidToolArguments
-from .._profiles import PermissionProfile
 from .._tools import JSONSchema, ToolContext, ToolOutput
 from ._common import (
+    ProfileTool,
     display_path,
     error,
     get_bool,
     get_int,
     get_optional_str,
     get_str,
-    guarded,
     resolve_path,
-    static_approval,
 )
 from ._globs import compile_glob, matches_name_or_path, sort_key, walk_files
 from ._process import HeadCapture, run_process_group
@@ -56,10 +54,9 @@ class Match:
 
 
 @attrs.frozen(slots=True)
-class GrepTool:
+class GrepTool(ProfileTool):
     """Searches file contents for a regular expression."""
 
-    profile: PermissionProfile
     use_ripgrep: bool | None = attrs.field(default=None, kw_only=True)
     """``None``: use ``rg`` when installed. ``False`` forces the Python search."""
 
@@ -99,15 +96,8 @@ class GrepTool:
         }
 
     @property
-    def requires_approval(self) -> bool:
-        return static_approval(self.profile, self.name)
-
-    @property
     def readonly(self) -> bool:
         return True
-
-    async def handle(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
-        return await guarded(self.name, self._run, args, ctx)
 
     async def _run(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
         pattern = get_str(args, "pattern", required=True)
@@ -118,7 +108,6 @@ class GrepTool:
         max_results = get_int(
             args, "max_results", default=DEFAULT_MAX_RESULTS, minimum=1, maximum=MAX_RESULTS
         )
-        assert max_results is not None
         working_dir = await resolve_path(".", ctx, self.profile)
         target = await resolve_path(get_str(args, "path", default="."), ctx, self.profile)
         if not await trio.Path(target).exists():

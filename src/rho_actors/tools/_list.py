@@ -10,9 +10,8 @@ from typing import Any
 import attrs
 import trio
 
-from .._profiles import PermissionProfile
 from .._tools import JSONSchema, ToolContext, ToolOutput
-from ._common import display_path, error, get_int, get_str, guarded, resolve_path, static_approval
+from ._common import ProfileTool, error, get_int, get_str, resolve_shown, truncate_lines
 
 __all__ = ["ListTool"]
 
@@ -23,11 +22,9 @@ _OPAQUE_DIRS = frozenset({".git", "node_modules", "__pycache__", ".venv", ".mypy
 
 
 @attrs.frozen(slots=True)
-class ListTool:
+class ListTool(ProfileTool):
     """Lists a directory as an indented tree: ``name/`` for directories,
     ``name -> target`` for symlinks, ``name  (size)`` for files."""
-
-    profile: PermissionProfile
 
     @property
     def name(self) -> str:
@@ -57,21 +54,12 @@ class ListTool:
         }
 
     @property
-    def requires_approval(self) -> bool:
-        return static_approval(self.profile, self.name)
-
-    @property
     def readonly(self) -> bool:
         return True
 
-    async def handle(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
-        return await guarded(self.name, self._run, args, ctx)
-
     async def _run(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
         depth = get_int(args, "depth", default=1, minimum=1, maximum=MAX_DEPTH)
-        assert depth is not None
-        path = await resolve_path(get_str(args, "path", default="."), ctx, self.profile)
-        shown = display_path(path, Path(ctx.working_dir))
+        path, shown = await resolve_shown(get_str(args, "path", default="."), ctx, self.profile)
         if not await trio.Path(path).is_dir():
             if await trio.Path(path).exists():
                 return error(f"list: {shown} is not a directory; use read to see a file")
@@ -82,8 +70,7 @@ class ListTool:
         text = f"{header}\n{body}"
         if capped:
             text += f"\n[stopped after {MAX_ENTRIES} entries; list a subdirectory or lower depth]"
-        if len(text) > self.profile.max_output_chars:
-            text = text[: self.profile.max_output_chars].rsplit("\n", 1)[0] + "\n[output truncated]"
+        text = truncate_lines(text, self.profile.max_output_chars)
         return ToolOutput(content=text, metadata={"entries": count})
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from ._common import truncate_middle
+from ._common import truncate_middle, truncated_join
 
 __all__ = ["HeadCapture", "MiddleCapture", "ProcessResult", "run_process_group"]
 
@@ -82,8 +82,7 @@ class MiddleCapture:
             + max(0, len(tail_text) - keep_tail)
         )
         return (
-            f"{head_text[:keep_head]}\n... [truncated {omitted} characters] ...\n"
-            f"{tail_text[len(tail_text) - keep_tail :]}",
+            truncated_join(head_text[:keep_head], omitted, tail_text[len(tail_text) - keep_tail :]),
             omitted,
         )
 

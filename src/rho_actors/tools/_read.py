@@ -15,9 +15,8 @@ import attrs
 import trio
 
 from .._errors import InvalidToolArguments
-from .._profiles import PermissionProfile
 from .._tools import JSONSchema, ToolContext, ToolOutput
-from ._common import display_path, error, get_int, get_str, guarded, resolve_path, static_approval
+from ._common import ProfileTool, error, get_int, get_str, resolve_shown
 
 __all__ = ["ReadTool"]
 
@@ -27,10 +26,8 @@ _BINARY_SNIFF = 8192
 
 
 @attrs.frozen(slots=True)
-class ReadTool:
+class ReadTool(ProfileTool):
     """Reads a text file as numbered lines (``   12\\tcontent``)."""
-
-    profile: PermissionProfile
 
     @property
     def name(self) -> str:
@@ -75,15 +72,8 @@ class ReadTool:
         }
 
     @property
-    def requires_approval(self) -> bool:
-        return static_approval(self.profile, self.name)
-
-    @property
     def readonly(self) -> bool:
         return True
-
-    async def handle(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
-        return await guarded(self.name, self._run, args, ctx)
 
     async def _run(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
         raw_path = get_str(args, "path", required=True)
@@ -99,8 +89,7 @@ class ReadTool:
         if end is not None and end < first:
             raise InvalidToolArguments(f"end_line ({end}) is before start_line ({first})")
         last = end if end is not None else first + (limit or DEFAULT_LINE_LIMIT) - 1
-        path = await resolve_path(raw_path, ctx, self.profile)
-        shown = display_path(path, Path(ctx.working_dir))
+        path, shown = await resolve_shown(raw_path, ctx, self.profile)
         return await trio.to_thread.run_sync(
             _read_window, path, shown, first, last, self.profile.max_output_chars
         )

@@ -28,17 +28,15 @@ import attrs
 import trio
 
 from .._errors import InvalidToolArguments
-from .._profiles import PermissionProfile
 from .._tools import JSONSchema, ToolContext, ToolOutput
 from ._common import (
-    display_path,
+    ProfileTool,
     error,
     get_int,
     get_optional_str,
     get_str,
-    guarded,
-    resolve_path,
-    static_approval,
+    resolve_shown,
+    truncate_lines,
 )
 
 __all__ = ["SqliteTool"]
@@ -92,10 +90,9 @@ _FORBIDDEN_FUNCTIONS = frozenset(
 
 
 @attrs.frozen(slots=True)
-class SqliteTool:
+class SqliteTool(ProfileTool):
     """Runs one SQL statement, or lists/describes tables, against a database file."""
 
-    profile: PermissionProfile
     timeout: float = attrs.field(default=DEFAULT_TIMEOUT, kw_only=True)
 
     @property
@@ -139,15 +136,8 @@ class SqliteTool:
         }
 
     @property
-    def requires_approval(self) -> bool:
-        return static_approval(self.profile, self.name)
-
-    @property
     def readonly(self) -> bool:
         return self.profile.database == "readonly"
-
-    async def handle(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
-        return await guarded(self.name, self._run, args, ctx)
 
     async def _run(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
         operation = get_str(args, "operation", default="query")
@@ -162,9 +152,9 @@ class SqliteTool:
         if operation == "describe" and not table:
             raise InvalidToolArguments("'table' is required for operation 'describe'")
         max_rows = get_int(args, "max_rows", default=DEFAULT_MAX_ROWS, minimum=1, maximum=MAX_ROWS)
-        assert max_rows is not None
-        path = await resolve_path(get_str(args, "database", required=True), ctx, self.profile)
-        shown = display_path(path, Path(ctx.working_dir))
+        path, shown = await resolve_shown(
+            get_str(args, "database", required=True), ctx, self.profile
+        )
         readonly = self.profile.database == "readonly"
         creatable = not readonly and self.profile.file_write != "off"
         if not creatable and not await trio.Path(path).is_file():
@@ -183,10 +173,7 @@ class SqliteTool:
             job.stop.set()  # if abandoned, the progress handler ends the query
         if isinstance(result, _Failed):
             return error(f"sqlite: {shown}: {result.message}")
-        text = result
-        if len(text) > self.profile.max_output_chars:
-            text = text[: self.profile.max_output_chars].rsplit("\n", 1)[0] + "\n[output truncated]"
-        return ToolOutput(content=text)
+        return ToolOutput(content=truncate_lines(result, self.profile.max_output_chars))
 
 
 @attrs.frozen(slots=True)

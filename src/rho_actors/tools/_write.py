@@ -14,18 +14,15 @@ from typing import Any
 import attrs
 import trio
 
-from .._profiles import PermissionProfile
 from .._tools import JSONSchema, ToolContext, ToolOutput
-from ._common import display_path, error, get_str, guarded, resolve_path, static_approval
+from ._common import ProfileTool, error, get_str, resolve_shown
 
 __all__ = ["WriteTool"]
 
 
 @attrs.frozen(slots=True)
-class WriteTool:
+class WriteTool(ProfileTool):
     """Writes a whole file (UTF-8), creating missing parent directories."""
-
-    profile: PermissionProfile
 
     @property
     def name(self) -> str:
@@ -62,15 +59,8 @@ class WriteTool:
         }
 
     @property
-    def requires_approval(self) -> bool:
-        return static_approval(self.profile, self.name)
-
-    @property
     def readonly(self) -> bool:
         return False
-
-    async def handle(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
-        return await guarded(self.name, self._run, args, ctx)
 
     async def _run(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
         mode = self.profile.file_write
@@ -78,8 +68,7 @@ class WriteTool:
             return error(f"write: file writes are disabled in profile {self.profile.name!r}")
         raw_path = get_str(args, "path", required=True)
         content = get_str(args, "content", required=True)
-        path = await resolve_path(raw_path, ctx, self.profile)
-        shown = display_path(path, Path(ctx.working_dir))
+        path, shown = await resolve_shown(raw_path, ctx, self.profile)
         return await trio.to_thread.run_sync(_write, path, shown, content, mode == "full")
 
 
