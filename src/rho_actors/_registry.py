@@ -235,7 +235,7 @@ async def _run_handler(
     args: dict[str, Any],
     process_limiter: trio.CapacityLimiter,
 ) -> ToolOutput:
-    timeout = msg.timeout or float(getattr(handler, "timeout", DEFAULT_TOOL_TIMEOUT))
+    timeout = msg.timeout or float(getattr(handler, "timeout", None) or DEFAULT_TOOL_TIMEOUT)
     with trio.CancelScope() as scope:
         msg.ticket.attach(scope)
         try:

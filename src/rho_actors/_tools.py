@@ -66,6 +66,10 @@ class ToolHandler(Protocol):
     the same assistant turn; anything that changes the world runs alone, in
     the order the model asked for it. ``requires_approval`` asks the
     approval machinery to hold the call until a decision arrives.
+
+    Two optional attributes tune execution in the Registry: ``timeout``
+    (seconds; default 300) bounds a call, and ``uses_subprocess = True``
+    counts calls against the global limit on concurrent subprocesses.
     """
 
     @property
@@ -179,6 +183,7 @@ class FunctionTool:
     requires_approval: bool = False
     readonly: bool = False
     wants_context: bool = False
+    timeout: float | None = None
 
     async def handle(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput | str:
         kwargs = dict(args)
@@ -206,6 +211,7 @@ def function_tool(
     description: str | None = None,
     requires_approval: bool = False,
     readonly: bool = False,
+    timeout: float | None = None,
 ) -> Any:
     """Turn a typed ``async def`` into a tool handler.
 
@@ -217,7 +223,7 @@ def function_tool(
     :class:`ToolContext` and is hidden from the model.
 
     Usable bare (``function_tool(fn)``) or as a decorator factory
-    (``@function_tool(requires_approval=True)``).
+    (``@function_tool(requires_approval=True, timeout=30)``).
     """
 
     def build(f: Callable[..., Awaitable[Any]]) -> FunctionTool:
@@ -264,6 +270,7 @@ def function_tool(
             requires_approval=requires_approval,
             readonly=readonly,
             wants_context=wants_context,
+            timeout=timeout,
         )
 
     if fn is None:

@@ -72,6 +72,11 @@ class ProfileTool(abc.ABC):
     def requires_approval(self) -> bool:
         return static_approval(self.profile, self.name)
 
+    @property
+    def uses_subprocess(self) -> bool:
+        """Whether calls count against the Registry's global subprocess limit."""
+        return False
+
     async def handle(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
         return await guarded(self.name, self._run, args, ctx)
 

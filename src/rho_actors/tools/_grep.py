@@ -61,6 +61,10 @@ class GrepTool(ProfileTool):
     """``None``: use ``rg`` when installed. ``False`` forces the Python search."""
 
     @property
+    def uses_subprocess(self) -> bool:
+        return self.use_ripgrep is not False
+
+    @property
     def name(self) -> str:
         return "grep"
 
