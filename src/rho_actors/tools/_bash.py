@@ -54,6 +54,7 @@ class BashTool(ProfileTool):
     def timeout(self) -> float:
         """The Registry's outer bound: the profile's limit plus the kill grace."""
         return self.profile.bash_timeout + self.kill_grace + 5
+
     shell: str = attrs.field(default="bash", kw_only=True)
     kill_grace: float = attrs.field(default=DEFAULT_GRACE, kw_only=True)
     """Seconds between SIGTERM and SIGKILL when the command must be stopped."""
