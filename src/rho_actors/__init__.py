@@ -6,6 +6,7 @@ session actors, the Registry and Store actors), and both are public.
 """
 
 from ._agent import Agent as Agent
+from ._cancel import CancellationToken as CancellationToken
 from ._config import AgentConfig as AgentConfig
 from ._errors import ActorCrashed as ActorCrashed
 from ._errors import ActorError as ActorError
@@ -25,6 +26,10 @@ from ._events import ApprovalInterrupt as ApprovalInterrupt
 from ._events import CompactResult as CompactResult
 from ._events import PendingApproval as PendingApproval
 from ._events import RunResult as RunResult
+from ._fanout import Job as Job
+from ._fanout import JobResult as JobResult
+from ._fanout import fan_out as fan_out
+from ._fanout import race as race
 from ._llm import ModelClient as ModelClient
 from ._messages import ApprovalDecision as ApprovalDecision
 from ._messages import Cancel as Cancel
@@ -33,7 +38,17 @@ from ._messages import Prompt as Prompt
 from ._messages import Reconfigure as Reconfigure
 from ._messages import Stop as Stop
 from ._profiles import PermissionProfile as PermissionProfile
+from ._profiles import list_profiles as list_profiles
 from ._profiles import load_profile as load_profile
+from ._runtime import AgentHandle as AgentHandle
+from ._runtime import AgentRuntime as AgentRuntime
+from ._runtime import RuntimeOptions as RuntimeOptions
+from ._runtime import close_runtime as close_runtime
+from ._runtime import create_runtime as create_runtime
+from ._runtime import dispatch_prompt as dispatch_prompt
+from ._runtime import reconfigure_runtime as reconfigure_runtime
+from ._runtime import run_prompt as run_prompt
+from ._runtime import start_runtime as start_runtime
 from ._session import EventStream as EventStream
 from ._session import EventStreamOverflow as EventStreamOverflow
 from ._session import Session as Session
@@ -44,6 +59,8 @@ from ._store._backend import StoreBackend as StoreBackend
 from ._store._session_store import SessionStore as SessionStore
 from ._supervisor import Supervisor as Supervisor
 from ._supervisor import open_supervisor as open_supervisor
+from ._telemetry import TelemetryDB as TelemetryDB
+from ._telemetry import Totals as Totals
 from ._tools import FunctionTool as FunctionTool
 from ._tools import ToolContext as ToolContext
 from ._tools import ToolHandler as ToolHandler
@@ -59,9 +76,12 @@ __all__ = [
     "Agent",
     "AgentConfig",
     "AgentEvent",
+    "AgentHandle",
+    "AgentRuntime",
     "ApprovalDecision",
     "ApprovalInterrupt",
     "Cancel",
+    "CancellationToken",
     "CompactRequest",
     "CompactResult",
     "ConfigError",
@@ -71,6 +91,8 @@ __all__ = [
     "EventStreamOverflow",
     "FunctionTool",
     "InvalidToolArguments",
+    "Job",
+    "JobResult",
     "MailboxClosed",
     "ModelClient",
     "ModelError",
@@ -80,6 +102,7 @@ __all__ = [
     "Reconfigure",
     "RhoError",
     "RunResult",
+    "RuntimeOptions",
     "Session",
     "SessionInfo",
     "SessionStore",
@@ -89,6 +112,7 @@ __all__ = [
     "StoreError",
     "SupervisionError",
     "Supervisor",
+    "TelemetryDB",
     "ToolContext",
     "ToolDenied",
     "ToolError",
@@ -96,8 +120,18 @@ __all__ = [
     "ToolOutput",
     "ToolRegistry",
     "ToolTimeout",
+    "Totals",
     "__version__",
+    "close_runtime",
+    "create_runtime",
+    "dispatch_prompt",
+    "fan_out",
     "function_tool",
+    "list_profiles",
     "load_profile",
     "open_supervisor",
+    "race",
+    "reconfigure_runtime",
+    "run_prompt",
+    "start_runtime",
 ]

@@ -140,6 +140,26 @@ class RateGate:
             await trio.sleep(delay)
 
 
+_GATES: trio.lowlevel.RunVar[dict[str, RateGate]] = trio.lowlevel.RunVar("rho_actors_rate_gates")
+
+
+def shared_gate(key: str) -> RateGate:
+    """The rate gate of a provider key, shared by everything in this trio run.
+
+    Plain data in a run-local variable: two supervisors (or two standalone
+    sessions) on the same key see each other's 429s without sharing pools.
+    """
+    try:
+        gates = _GATES.get()
+    except LookupError:
+        gates = {}
+        _GATES.set(gates)
+    gate = gates.get(key)
+    if gate is None:
+        gate = gates[key] = RateGate()
+    return gate
+
+
 @attrs.define(slots=True)
 class _Shard:
     client: openai.AsyncOpenAI
@@ -152,7 +172,7 @@ class _Provider:
     def __init__(self, base_url: str | None, api_key: str) -> None:
         self.base_url = base_url
         self.api_key = api_key
-        self.gate = RateGate()
+        self.gate = shared_gate(_provider_key(base_url, api_key))
         self.shards: list[_Shard] = []
 
     def _new_shard(self) -> _Shard:

@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 
 from ._actor import Reply
+from ._cancel import CancellationToken
 from ._events import AgentEvent, CompactResult, RunResult
 
 EventCallback = Callable[[AgentEvent], Any]
@@ -27,6 +28,7 @@ class Prompt:
     run_id: int = 0
     on_event: EventCallback | None = None
     cancel_check: Callable[[], bool] | None = None
+    token: CancellationToken | None = None
 
 
 @attrs.frozen(kw_only=True, slots=True)

@@ -16,12 +16,14 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 import trio
 
+from ._cancel import CancellationToken
 from ._compaction import summarise
 from ._errors import ContextLengthExceeded, ModelError
 from ._events import (
@@ -36,6 +38,7 @@ from ._llm import ModelClient, ModelTurn, ToolCall
 from ._messages import EventCallback
 from ._state import add_usage, empty_usage
 from ._tools import ToolContext, ToolOutput
+from ._tracing import set_attributes, span
 
 if TYPE_CHECKING:
     from ._session import Session
@@ -135,6 +138,8 @@ def _parse_args_for_event(raw: str) -> dict[str, Any]:
 
 @attrs.define(slots=True)
 class _RunTotals:
+    run: int = 0
+    started_at: float = 0.0
     usage: dict[str, int] = attrs.field(factory=empty_usage)
     tool_executions: int = 0
     turns: int = 0
@@ -148,6 +153,7 @@ async def execute_run(
     on_event: EventCallback | None,
     cancel_check: Callable[[], bool] | None,
     control: RunControl,
+    token: CancellationToken | None = None,
 ) -> RunResult:
     """Run one prompt (or resume a paused run) and return its result."""
     state = session.state
@@ -160,7 +166,8 @@ async def execute_run(
 
     if not state.messages and session.agent.system_prompt:
         state.add_system_message(session.agent.system_prompt)
-    state.start_run(prompt if prompt is not None else "")
+    totals.run = state.start_run(prompt if prompt is not None else "")
+    totals.started_at = time.time()
     if prompt is not None:
         if state.unanswered_tool_calls():
             # A new prompt instead of resume(): the paused calls are denied
@@ -178,8 +185,17 @@ async def execute_run(
         control.scope.deadline = trio.current_time() + timeout
 
     check = cancel_check or session.cancel_check
+    unsubscribe = token.subscribe(control.cancel) if token is not None else None
     try:
-        with control.scope:
+        with (
+            span(
+                "rho_actors.run",
+                session_id=session.id,
+                run=totals.run,
+                model=session.agent.config.model,
+            ) as run_span,
+            control.scope,
+        ):
             if check is None:
                 status, error = await _guarded_loop(session, client, events, totals, control)
             else:
@@ -187,6 +203,7 @@ async def execute_run(
                     watchers.start_soon(_watch_cancel_check, check, control)
                     status, error = await _guarded_loop(session, client, events, totals, control)
                     watchers.cancel_scope.cancel(reason="run finished")
+            set_attributes(run_span, status=status)
     except trio.Cancelled:
         # The enclosing scope was cancelled, not just this run. Still leave
         # the State valid and the trace complete before letting it through.
@@ -195,6 +212,9 @@ async def execute_run(
         with trio.move_on_after(FINAL_WRITE_TIMEOUT, shield=True):
             await _finish(session, events, totals, "cancelled", None, control)
         raise
+    finally:
+        if unsubscribe is not None:
+            unsubscribe()
     if control.scope.cancelled_caught:
         status = "cancelled"
         if control.cancel_reason is None:
@@ -262,10 +282,17 @@ async def _loop(
         async def on_text(delta: str) -> None:
             await events.emit(AgentEvent("text", content=delta))
 
+        started = time.perf_counter()
         try:
-            turn = await client.stream(
-                state.encoded_messages(), session.tool_specs() or None, on_text=on_text
-            )
+            with span("rho_actors.model_call", session_id=session.id, model=config.model) as call:
+                turn = await client.stream(
+                    state.encoded_messages(), session.tool_specs() or None, on_text=on_text
+                )
+                set_attributes(
+                    call,
+                    input_tokens=turn.usage.get("input_tokens"),
+                    output_tokens=turn.usage.get("output_tokens"),
+                )
         except ContextLengthExceeded:
             if context_retry_used:
                 raise
@@ -273,6 +300,10 @@ async def _loop(
             await _compact(session, client, events, "auto", None)
             continue
         totals.turns += 1
+        if session._observability is not None:
+            session._observability.model_call(
+                totals.run, turn.usage, (time.perf_counter() - started) * 1000
+            )
         await _account(session, events, totals, turn)
         state.add_assistant_message(
             turn.text or None, [call.to_message() for call in turn.tool_calls] or None
@@ -462,7 +493,17 @@ async def _invoke(
             is_error=True,
         )
     else:
-        output = await services.registry.invoke(handler, call.name, call.arguments, ctx)
+        with span("rho_actors.tool_call", session_id=session.id, tool=call.name) as tool_span:
+            output = await services.registry.invoke(handler, call.name, call.arguments, ctx)
+            set_attributes(tool_span, is_error=output.is_error)
+    if session._observability is not None and totals is not None:
+        session._observability.tool_call(
+            totals.run,
+            call.name,
+            float(output.metadata.get("duration_ms", 0.0)),
+            output.is_error,
+            output.content[:500] if output.is_error else None,
+        )
     child_usage = output.metadata.get("child_usage")
     if isinstance(child_usage, dict) and child_usage:
         # A delegated child's tokens count as this session's.
@@ -647,12 +688,8 @@ async def _finish(
         error=error,
         cancel_reason=control.cancel_reason if status == "cancelled" else None,
     )
-    # Final records go out even when the run was cancelled, bounded so a
-    # stuck store cannot hold the caller.
-    with trio.move_on_after(FINAL_WRITE_TIMEOUT, shield=True):
-        await session._persist(run_finished=True)
     text = totals.last_text
-    return RunResult(
+    result = RunResult(
         text=text,
         events=events.events,
         status=status,
@@ -662,3 +699,13 @@ async def _finish(
         pending_approvals=list(control.paused) if status == "paused" else [],
         turns=totals.turns,
     )
+    observability = session._observability
+    if observability is not None:
+        observability.run_finished(totals.run, result, totals.started_at)
+    # Final records go out even when the run was cancelled, bounded so a
+    # stuck store cannot hold the caller.
+    with trio.move_on_after(FINAL_WRITE_TIMEOUT, shield=True):
+        await session._persist(run_finished=True)
+        if observability is not None:
+            await observability.flush()
+    return result

@@ -16,7 +16,7 @@ import trio
 
 from ._llm import ModelClients, open_model_clients
 from ._registry import RegistryRef, serve_registry
-from ._store._actor import StoreRef, serve_store
+from ._store._actor import StoreRef, TelemetrySink, serve_store
 from ._store._backend import StoreBackend
 
 
@@ -29,10 +29,14 @@ class Services:
 
 
 @asynccontextmanager
-async def open_services(backend: StoreBackend | None) -> AsyncIterator[Services]:
+async def open_services(
+    backend: StoreBackend | None, telemetry: TelemetrySink | None = None
+) -> AsyncIterator[Services]:
     async with open_model_clients() as clients, trio.open_nursery() as nursery:
         registry = await nursery.start(serve_registry)
-        store = await nursery.start(serve_store, backend) if backend is not None else None
+        store = None
+        if backend is not None or telemetry is not None:
+            store = await nursery.start(serve_store, backend, telemetry)
         try:
             yield Services(clients=clients, registry=registry, store=store, nursery=nursery)
         finally:

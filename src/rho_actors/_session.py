@@ -33,6 +33,7 @@ import yaml
 
 from . import _records as r
 from ._actor import Mailbox, Reply, ask
+from ._cancel import CancellationToken
 from ._compaction import DEFAULT_THRESHOLD, context_window_for, summarise
 from ._errors import ActorCrashed, ModelError, RhoError
 from ._events import AgentEvent, CompactResult, RunResult
@@ -56,6 +57,7 @@ from .tools import builtin_tools
 
 if TYPE_CHECKING:
     from ._agent import Agent
+    from ._observability import Observability
     from ._store._session_store import SessionStore
 
 ApprovalCallback = Callable[[str, dict[str, Any]], Any]
@@ -168,6 +170,7 @@ class Session:
         self._pending_changes: dict[str, Any] = {}
         self._decisions: dict[str, tuple[bool, str | None]] = {}
         self._outbox: list[bytes] = []
+        self._observability: Observability | None = None
         self._on_disk = False
         self._meta: dict[str, Any] = {}
         if store is not None:
@@ -214,11 +217,13 @@ class Session:
         *,
         on_event: EventCallback | None = None,
         cancel_check: Callable[[], bool] | None = None,
+        token: CancellationToken | None = None,
     ) -> RunResult:
         """Run ``prompt`` to completion and return the result.
 
         Cancelling the caller cancels the run: the run ends with
-        ``status="cancelled"`` and the session stays usable.
+        ``status="cancelled"`` and the session stays usable. So does
+        cancelling ``token``, or ``cancel_check()`` returning True.
         """
         run_id = next(_run_ids)
         return await self._ask_run(
@@ -229,6 +234,7 @@ class Session:
                 run_id=run_id,
                 on_event=on_event,
                 cancel_check=cancel_check,
+                token=token,
             ),
         )
 
@@ -320,6 +326,27 @@ class Session:
             self._pending_changes.update(changes)
             self._apply_reconfigure()
 
+    def reconfigure_nowait(self, **changes: Any) -> None:
+        """:meth:`reconfigure` for synchronous callers (``profile`` must be loaded already).
+
+        Sent as a ``Reconfigure`` message if the actor is running and its
+        mailbox has room; otherwise recorded directly, which the actor reads
+        at the same point (the start of the next turn).
+        """
+        unknown = set(changes) - {"profile", "working_dir", "auto_approve", "enable_delegate"}
+        if unknown:
+            raise TypeError(f"cannot reconfigure {', '.join(sorted(unknown))}")
+        if "profile" in changes and not isinstance(changes["profile"], PermissionProfile):
+            changes["profile"] = load_profile(changes["profile"])
+        message = Reconfigure(changes=changes)
+        if self._mailbox is not None and self._services is not None:
+            if self._mailbox.put_nowait(message):
+                return
+            self._pending_changes.update(changes)
+            return
+        self._pending_changes.update(changes)
+        self._apply_reconfigure()
+
     def events(self, capacity: int = EVENT_STREAM_CAPACITY) -> EventStream:
         """A stream of every event from now on; ``async for`` over it."""
         return EventStream(self, capacity)
@@ -351,6 +378,9 @@ class Session:
     def _backend(self) -> Any:
         return self._store.backend if self._store is not None else None
 
+    def _telemetry_sink(self) -> Any:
+        return self._observability.db if self._observability is not None else None
+
     @contextlib.asynccontextmanager
     async def _activated(self) -> AsyncIterator[Mailbox[SessionMessage]]:
         """Make sure an actor is serving this session for the duration of the block."""
@@ -361,7 +391,10 @@ class Session:
             finally:
                 self._release()
             return
-        async with open_services(self._backend()) as services, trio.open_nursery() as nursery:
+        async with (
+            open_services(self._backend(), self._telemetry_sink()) as services,
+            trio.open_nursery() as nursery,
+        ):
             mailbox = await nursery.start(self.serve, services)
             self._users += 1
             try:
@@ -504,6 +537,7 @@ class Session:
                     prompt=message.prompt,
                     on_event=message.on_event,
                     cancel_check=message.cancel_check,
+                    token=message.token,
                     control=control,
                 ),
                 message.run_id,

@@ -8,8 +8,8 @@ serves hundreds of sessions; when idle, a lone record is written at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, assert_never
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, assert_never
 
 import attrs
 import trio
@@ -62,17 +62,37 @@ class ListSessions:
     reply: Reply[list[SessionInfo]]
 
 
-StoreMessage = Append | WriteMeta | WriteConfig | Load | ReadMeta | ListSessions
+@attrs.frozen(kw_only=True, slots=True)
+class RecordTelemetry:
+    rows: list[Any]
+    reply: Reply[None] | None = None
+
+
+StoreMessage = Append | WriteMeta | WriteConfig | Load | ReadMeta | ListSessions | RecordTelemetry
+
+
+class TelemetrySink(Protocol):
+    """Where telemetry rows go (see ``rho_actors._telemetry.TelemetryDB``)."""
+
+    def write(self, rows: Sequence[Any]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class StoreRef:
     """How sessions talk to the Store actor."""
 
-    __slots__ = ("_mailbox", "backend")
+    __slots__ = ("_mailbox", "backend", "telemetry")
 
-    def __init__(self, mailbox: Mailbox[StoreMessage], backend: StoreBackend) -> None:
+    def __init__(
+        self,
+        mailbox: Mailbox[StoreMessage],
+        backend: StoreBackend | None,
+        telemetry: TelemetrySink | None = None,
+    ) -> None:
         self._mailbox = mailbox
         self.backend = backend
+        self.telemetry = telemetry
 
     async def append(self, session_id: str, lines: list[bytes]) -> None:
         """Append lines and wait until they are committed."""
@@ -120,6 +140,14 @@ class StoreRef:
             self._mailbox, lambda reply: ListSessions(reply=reply), what="list sessions"
         )
 
+    async def record_telemetry(self, rows: Sequence[Any]) -> None:
+        """Write telemetry rows (in the same group commit as trace records)."""
+        await ask(
+            self._mailbox,
+            lambda reply: RecordTelemetry(rows=list(rows), reply=reply),
+            what="record telemetry",
+        )
+
     def close(self) -> None:
         self._mailbox.close()
 
@@ -128,10 +156,20 @@ class StoreRef:
 _Outcome = tuple[Reply[Any] | None, Any, BaseException | None]
 
 
-def _run_batch(backend: StoreBackend, batch: list[StoreMessage]) -> list[_Outcome]:
-    """Apply a batch in order, merging runs of appends into one backend call."""
+_NO_BACKEND = StoreError("this store has no session backend (telemetry only)")
+
+
+def _run_batch(
+    backend: StoreBackend | None, telemetry: TelemetrySink | None, batch: list[StoreMessage]
+) -> list[_Outcome]:
+    """Apply a batch in order, merging runs of appends into one backend call.
+
+    All telemetry rows of the batch are written together, in one transaction.
+    """
     results: list[_Outcome] = []
     pending: list[Append] = []
+    rows: list[Any] = []
+    row_replies: list[Reply[Any] | None] = []
 
     def flush_appends() -> None:
         if not pending:
@@ -140,6 +178,8 @@ def _run_batch(backend: StoreBackend, batch: list[StoreMessage]) -> list[_Outcom
         for msg in pending:
             grouped.setdefault(msg.session_id, []).extend(msg.lines)
         try:
+            if backend is None:
+                raise _NO_BACKEND
             failures = backend.append(grouped)
         except Exception as exc:  # a backend bug must not kill the actor
             failures = {sid: _as_store_error(exc, sid) for sid in grouped}
@@ -151,9 +191,22 @@ def _run_batch(backend: StoreBackend, batch: list[StoreMessage]) -> list[_Outcom
         if isinstance(msg, Append):
             pending.append(msg)
             continue
+        if isinstance(msg, RecordTelemetry):
+            rows.extend(msg.rows)
+            row_replies.append(msg.reply)
+            continue
         flush_appends()
         results.append(_run_one(backend, msg))
     flush_appends()
+    if row_replies:
+        error: BaseException | None = None
+        try:
+            if telemetry is None:
+                raise StoreError("this store has no telemetry database")
+            telemetry.write(rows)
+        except Exception as exc:
+            error = _as_store_error(exc, None)
+        results.extend((reply, None, error) for reply in row_replies)
     return results
 
 
@@ -163,11 +216,13 @@ def _as_store_error(exc: Exception, session_id: str | None) -> StoreError:
     return StoreError(f"{type(exc).__name__}: {exc}", session_id=session_id)
 
 
-def _run_one(backend: StoreBackend, msg: StoreMessage) -> _Outcome:
+def _run_one(backend: StoreBackend | None, msg: StoreMessage) -> _Outcome:
     call: Callable[[], Any]
+    if backend is None:
+        return (msg.reply, None, _NO_BACKEND)
     match msg:
-        case Append():
-            raise AssertionError("appends are batched")
+        case Append() | RecordTelemetry():
+            raise AssertionError("appends and telemetry are batched")
         case WriteMeta():
             call = lambda: backend.write_meta(msg.session_id, msg.meta)  # noqa: E731
             sid: str | None = msg.session_id
@@ -192,13 +247,14 @@ def _run_one(backend: StoreBackend, msg: StoreMessage) -> _Outcome:
 
 
 async def serve_store(
-    backend: StoreBackend,
+    backend: StoreBackend | None,
+    telemetry: TelemetrySink | None = None,
     *,
     task_status: trio.TaskStatus[StoreRef] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the Store actor until its mailbox is closed and drained."""
     mailbox: Mailbox[StoreMessage] = Mailbox(STORE_MAILBOX_CAPACITY)
-    ref = StoreRef(mailbox, backend)
+    ref = StoreRef(mailbox, backend, telemetry)
     limiter = trio.CapacityLimiter(1)
     task_status.started(ref)
     try:
@@ -218,7 +274,7 @@ async def serve_store(
             # it had accepted.
             with trio.CancelScope(shield=True):
                 outcomes = await trio.to_thread.run_sync(
-                    _run_batch, backend, batch, limiter=limiter
+                    _run_batch, backend, telemetry, batch, limiter=limiter
                 )
             for reply, value, error in outcomes:
                 if reply is None:
@@ -232,4 +288,6 @@ async def serve_store(
         for msg in mailbox.drain():
             msg.reply.drop() if msg.reply is not None else None
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(backend.close, limiter=limiter)
+            for closable in (backend, telemetry):
+                if closable is not None:
+                    await trio.to_thread.run_sync(closable.close, limiter=limiter)
