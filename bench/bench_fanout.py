@@ -22,11 +22,9 @@ import argparse
 import gc
 import json
 import os
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import openai
@@ -34,46 +32,8 @@ import trio
 
 from rho_actors import Agent, AgentConfig, open_supervisor
 
-
-@contextmanager
-def scripted_server(first_byte_ms: int, chunk_ms: int) -> Iterator[str]:
-    """Start the scripted server in its own process (pinned to core 1 if there is one)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "rho_actors.testing",
-        "serve",
-        "--first-byte-ms",
-        str(first_byte_ms),
-        "--chunk-ms",
-        str(chunk_ms),
-        "--backlog",
-        "16384",
-    ]
-    if (os.cpu_count() or 1) >= 2 and _has_taskset():
-        cmd = ["taskset", "-c", "1", *cmd]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        if not line.startswith("READY "):
-            raise RuntimeError(f"server did not start: {line!r}")
-        yield line.split(" ", 1)[1]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        for stream in (proc.stdout, proc.stdin):
-            if stream is not None:
-                stream.close()
-
-
-def _has_taskset() -> bool:
-    return subprocess.run(["which", "taskset"], capture_output=True).returncode == 0
-
-
-def _pin_self() -> None:
-    if (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {0})
+sys.path.insert(0, os.path.dirname(__file__))
+from _server import pin_to_core_0, server_process
 
 
 async def bare_loop(base_url: str, n: int) -> int:
@@ -203,10 +163,12 @@ def main() -> None:
     parser.add_argument("--first-byte-ms", type=int, default=200)
     parser.add_argument("--chunk-ms", type=int, default=5)
     args = parser.parse_args()
-    _pin_self()
+    pin_to_core_0()
     print(f"{'N':>6} {'bare ms/call':>13} {'rho ms/call':>12} {'ratio':>6} {'calls':>7}")
     for n in args.n:
-        with scripted_server(args.first_byte_ms, args.chunk_ms) as url:
+        with server_process(
+            "--first-byte-ms", str(args.first_byte_ms), "--chunk-ms", str(args.chunk_ms)
+        ) as url:
             bare, bare_calls, _ = measure(bare_loop, url, n)
             ours, our_calls, _ = measure(rho_runs, url, n)
         assert bare_calls == our_calls == 2 * n, (bare_calls, our_calls)

@@ -8,6 +8,7 @@ outside an ``async with`` block.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,7 +16,7 @@ import attrs
 import trio
 
 from ._llm import ModelClients, open_model_clients
-from ._registry import RegistryRef, serve_registry
+from ._registry import DEFAULT_MAX_SUBPROCESSES, RegistryRef, serve_registry
 from ._store._actor import StoreRef, TelemetrySink, serve_store
 from ._store._backend import StoreBackend
 
@@ -30,10 +31,15 @@ class Services:
 
 @asynccontextmanager
 async def open_services(
-    backend: StoreBackend | None, telemetry: TelemetrySink | None = None
+    backend: StoreBackend | None,
+    telemetry: TelemetrySink | None = None,
+    *,
+    max_subprocesses: int = DEFAULT_MAX_SUBPROCESSES,
 ) -> AsyncIterator[Services]:
     async with open_model_clients() as clients, trio.open_nursery() as nursery:
-        registry = await nursery.start(serve_registry)
+        registry = await nursery.start(
+            functools.partial(serve_registry, max_subprocesses=max_subprocesses)
+        )
         store = None
         if backend is not None or telemetry is not None:
             store = await nursery.start(serve_store, backend, telemetry)

@@ -23,8 +23,10 @@ import trio
 from ._actor import Mailbox
 from ._errors import RhoError
 from ._messages import SessionMessage, Stop
+from ._registry import DEFAULT_MAX_SUBPROCESSES
 from ._services import Services, open_services
 from ._session import Session
+from ._store._actor import TelemetrySink
 
 if TYPE_CHECKING:
     from ._agent import Agent
@@ -119,10 +121,19 @@ async def open_supervisor(
     *,
     store: SessionStore | None = None,
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
+    telemetry: TelemetrySink | None = None,
+    max_subprocesses: int = DEFAULT_MAX_SUBPROCESSES,
 ) -> AsyncIterator[Supervisor]:
-    """Open a supervisor; sessions started on it live until the block ends."""
+    """Open a supervisor; sessions started on it live until the block ends.
+
+    ``max_subprocesses`` is the global limit on tool subprocesses (bash, rg)
+    running at once across every session here; further calls wait.
+    """
     backend = store.backend if store is not None else None
-    async with open_services(backend) as services, trio.open_nursery() as nursery:
+    async with (
+        open_services(backend, telemetry, max_subprocesses=max_subprocesses) as services,
+        trio.open_nursery() as nursery,
+    ):
         supervisor = Supervisor(nursery, services, store)
         try:
             yield supervisor

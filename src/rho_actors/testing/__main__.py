@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--chunk-ms", type=float, default=0.0, help="delay between SSE chunks")
     serve.add_argument("--chunk-size", type=int, default=8, help="characters per chunk")
     serve.add_argument("--tool-name", default="echo", help="tool the responder calls")
+    serve.add_argument(
+        "--tool-arg", default="text", help="argument that carries the user's text (e.g. command)"
+    )
     serve.add_argument("--text-only", action="store_true", help="never call a tool")
     serve.add_argument(
         "--reply-text",
@@ -104,7 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         server = ScriptedServer(
             default=benchmark_responder(
-                tool_name=args.tool_name, text_only=args.text_only, reply_text=args.reply_text
+                tool_name=args.tool_name,
+                tool_arg=args.tool_arg,
+                text_only=args.text_only,
+                reply_text=args.reply_text,
             ),
             first_byte_delay=args.first_byte_ms / 1000,
             chunk_delay=args.chunk_ms / 1000,

@@ -378,6 +378,7 @@ def _message_text(message: Mapping[str, Any]) -> str:
 def benchmark_responder(
     *,
     tool_name: str = "echo",
+    tool_arg: str = "text",
     text_only: bool = False,
     reply_text: str = "The tool ran and returned its output.",
     max_argument_chars: int = 200,
@@ -396,6 +397,6 @@ def benchmark_responder(
         if text_only or not messages or messages[-1].get("role") != "user":
             return text_reply
         text = _message_text(messages[-1])[:max_argument_chars]
-        return Reply.tool_call(tool_name, {"text": text})
+        return Reply.tool_call(tool_name, {tool_arg: text})
 
     return respond

@@ -313,6 +313,18 @@ class ScriptedServer:
                 await self._send_error(conn, stream, request, 400, message, "invalid_request_error")
             else:
                 await self._chat(conn, stream, request)
+        elif request.path == "/_stats" and request.method == "GET":
+            # Counters for a client in another process (benchmarks), which
+            # cannot read this object's attributes.
+            counters: dict[str, int] = {
+                "requests": len(self.chat_requests),
+                "open_streams": self.open_streams,
+                "completed_streams": self.completed_streams,
+                "disconnects": self.disconnects,
+                "connections": self.connections,
+            }
+            body = _dumps(counters).encode()
+            await self._finish(stream, request, _json_response(conn, 200, body))
         elif request.path in _MODELS_PATHS and request.method == "GET":
             payload = {
                 "object": "list",

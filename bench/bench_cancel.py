@@ -1,0 +1,198 @@
+"""Cancellation latency: N in-flight runs cancelled at once.
+
+Two scenarios, each against a baseline measured in the same run:
+
+* streaming: N runs are mid-stream (the scripted server, in its own process
+  on the other core, trickles text); one ``CancellationToken.cancel()``
+  cancels them all. Reported: time until every run has returned
+  ``cancelled``, and until the server has counted every stream's
+  disconnect. Baseline: N bare ``openai.AsyncOpenAI`` streams under trio,
+  cancelled by one cancel scope.
+* bash: N runs are inside a ``sleep`` bash tool call. Reported: time until
+  every run has returned, and the ``sleep`` processes still alive after
+  that (must be 0). Baseline: N ``trio.run_process(["sh", "-c", "sleep"])``
+  cancelled by one cancel scope.
+
+    python bench/bench_cancel.py --n 1000 --n-bash 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+import httpx2
+import openai
+import trio
+
+from rho_actors import Agent, AgentConfig, CancellationToken, RunResult, open_supervisor
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _server import pin_to_core_0, server_process, stats
+
+
+async def _poll(done: Callable[[], Awaitable[bool]], limit: float = 120) -> None:
+    """Wait for a condition in another process (the server, the process table)."""
+    with trio.fail_after(limit):
+        while not await done():  # noqa: ASYNC110 - nothing in-process to wait on
+            await trio.sleep(0.005)
+
+
+async def _count(marker: str) -> int:
+    result = await trio.run_process(["pgrep", "-fc", marker], capture_stdout=True, check=False)
+    return int(result.stdout.strip() or 0)
+
+
+async def bare_streams(url: str, n: int, http: httpx2.AsyncClient) -> tuple[float, float]:
+    client = openai.AsyncOpenAI(api_key="bench", base_url=url, max_retries=0)
+    base = (await stats(http, url))["disconnects"]
+
+    async def one() -> None:
+        stream = await client.chat.completions.create(
+            model="bench", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        async for _ in stream:
+            pass
+
+    async def all_open() -> bool:
+        return bool(int((await stats(http, url))["open_streams"]) >= n)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(n):
+            nursery.start_soon(one)
+        await _poll(all_open)
+        t0 = time.perf_counter()
+        nursery.cancel_scope.cancel(reason="bench")
+    returned = time.perf_counter() - t0
+
+    async def all_closed() -> bool:
+        return bool(int((await stats(http, url))["disconnects"]) - base >= n)
+
+    await _poll(all_closed)
+    closed = time.perf_counter() - t0
+    with trio.CancelScope(shield=True):
+        await client.close()
+    return returned * 1000, closed * 1000
+
+
+async def rho_streams(url: str, n: int, http: httpx2.AsyncClient) -> tuple[float, float, int]:
+    agent = Agent(AgentConfig(model="bench", base_url=url, profile="readonly"))
+    for name in agent.registry.names():
+        agent.registry.unregister(name)
+    base = (await stats(http, url))["disconnects"]
+    token = CancellationToken()
+    results: list[RunResult] = []
+    all_returned = trio.Event()
+    async with open_supervisor() as sup:
+        sessions = [await sup.start_session(agent) for _ in range(n)]
+
+        async def one(i: int) -> None:
+            results.append(await sessions[i].run(prompt="hi", token=token))
+            if len(results) == n:
+                all_returned.set()
+
+        async def all_open() -> bool:
+            return bool(int((await stats(http, url))["open_streams"]) >= n)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(n):
+                nursery.start_soon(one, i)
+            await _poll(all_open)
+            t0 = time.perf_counter()
+            token.cancel("bench")
+            await all_returned.wait()
+            returned = time.perf_counter() - t0
+
+        async def all_closed() -> bool:
+            return bool(int((await stats(http, url))["disconnects"]) - base >= n)
+
+        await _poll(all_closed)
+        closed = time.perf_counter() - t0
+    not_cancelled = sum(1 for r in results if r.status != "cancelled")
+    return returned * 1000, closed * 1000, not_cancelled
+
+
+async def bare_sleeps(n: int, marker: str) -> tuple[float, int]:
+    async def one() -> None:
+        await trio.run_process(["sh", "-c", f"sleep {marker}"], check=False)
+
+    async def all_running() -> bool:
+        return await _count(marker) >= n
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(n):
+            nursery.start_soon(one)
+        await _poll(all_running)
+        t0 = time.perf_counter()
+        nursery.cancel_scope.cancel(reason="bench")
+    returned = time.perf_counter() - t0
+    await trio.sleep(0.5)
+    left = await _count(marker)
+    await trio.run_process(["pkill", "-f", marker], check=False)  # the baseline's orphans
+    return returned * 1000, left
+
+
+async def rho_sleeps(url: str, n: int, marker: str) -> tuple[float, int, int]:
+    agent = Agent(AgentConfig(model="bench", base_url=url, profile="unrestricted"))
+    token = CancellationToken()
+    results: list[RunResult] = []
+    all_returned = trio.Event()
+    async with open_supervisor(max_subprocesses=n) as sup:
+        sessions = [await sup.start_session(agent) for _ in range(n)]
+
+        async def one(i: int) -> None:
+            results.append(await sessions[i].run(prompt=f"sleep {marker}", token=token))
+            if len(results) == n:
+                all_returned.set()
+
+        async def all_running() -> bool:
+            return await _count(marker) >= n
+
+        async with trio.open_nursery() as nursery:
+            for i in range(n):
+                nursery.start_soon(one, i)
+            await _poll(all_running)
+            t0 = time.perf_counter()
+            token.cancel("bench")
+            await all_returned.wait()
+            returned = time.perf_counter() - t0
+    await trio.sleep(0.5)
+    not_cancelled = sum(1 for r in results if r.status != "cancelled")
+    return returned * 1000, await _count(marker), not_cancelled
+
+
+async def main(n: int, n_bash: int) -> None:
+    slow = ("--text-only", "--reply-text", "tick " * 4000, "--chunk-size", "5", "--chunk-ms", "500")
+    async with httpx2.AsyncClient() as http:
+        with server_process(*slow) as url:
+            b_ret, b_closed = await bare_streams(url, n, http)
+            r_ret, r_closed, not_cancelled = await rho_streams(url, n, http)
+        print(f"streaming, N={n}: all returned / every stream closed at the server")
+        print(f"  bare openai + cancel scope  {b_ret:8.1f} ms {b_closed:8.1f} ms")
+        print(f"  rho_actors + token.cancel   {r_ret:8.1f} ms {r_closed:8.1f} ms", end="")
+        print(f"   (not cancelled: {not_cancelled})")
+        pid = os.getpid()
+        bb_ret, bb_left = await bare_sleeps(n_bash, f"30.{pid}1")
+        # The server answers "sleep <marker>" prompts with a bash tool call.
+        with server_process("--tool-name", "bash", "--tool-arg", "command") as url:
+            rb_ret, rb_left, rb_bad = await rho_sleeps(url, n_bash, f"30.{pid}2")
+        print(f"bash `sleep 30`, N={n_bash}: all returned / sleep processes left")
+        print(f"  bare run_process + scope    {bb_ret:8.1f} ms {bb_left:8d}")
+        print(f"  rho_actors + token.cancel   {rb_ret:8.1f} ms {rb_left:8d}", end="")
+        print(f"   (not cancelled: {rb_bad})")
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--n-bash", type=int, default=200)
+    args = parser.parse_args()
+    pin_to_core_0()
+    trio.run(main, args.n, args.n_bash)
+
+
+if __name__ == "__main__":
+    cli()
