@@ -17,7 +17,7 @@ import contextlib
 import inspect
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
@@ -63,7 +63,6 @@ class RunControl:
 
     __slots__ = (
         "cancel_reason",
-        "compact_pending",
         "decisions",
         "paused",
         "run_id",
@@ -74,10 +73,6 @@ class RunControl:
         self.run_id = run_id
         self.scope = trio.CancelScope()
         self.cancel_reason: str | None = None
-        # Internal Compact requests, drained before the next model call. A
-        # plain flag, not the mailbox: the actor posting to its own bounded
-        # mailbox could deadlock.
-        self.compact_pending: str | None = None
         self.decisions: dict[str, _Decision] = {}
         self.paused: list[PendingApproval] = []
 
@@ -274,9 +269,9 @@ async def _loop(
             return outcome
 
     while totals.turns < max_turns:
-        if control.compact_pending is not None:
-            await _compact(session, client, events, control.compact_pending, None)
-            control.compact_pending = None
+        if session._compact_due is not None:
+            trigger, session._compact_due = session._compact_due, None
+            await _compact(session, events, trigger)
         session._apply_reconfigure()
 
         async def on_text(delta: str) -> None:
@@ -297,7 +292,7 @@ async def _loop(
             if context_retry_used:
                 raise
             context_retry_used = True
-            await _compact(session, client, events, "auto", None)
+            await _compact(session, events, "auto")
             continue
         totals.turns += 1
         if session._observability is not None:
@@ -315,19 +310,14 @@ async def _loop(
                 AgentEvent("turn_complete", content=turn.text, usage=dict(totals.usage))
             )
             await session._persist()
+            session._schedule_compaction()
             return "completed", None
 
         outcome = await _run_tools(session, events, totals, control, turn.tool_calls, max_tools)
         await session._persist()
         if outcome is not None:
             return outcome
-        window = session.context_window
-        if (
-            session.auto_compact
-            and window > 0
-            and (state.estimate_tokens() > session.compact_threshold * window)
-        ):
-            control.compact_pending = "auto"
+        session._schedule_compaction()
     return "error", f"max_turns ({max_turns}) reached before a final answer"
 
 
@@ -340,26 +330,50 @@ async def _account(session: Session, events: Events, totals: _RunTotals, turn: M
     await events.emit(AgentEvent("api_call_complete", usage=dict(usage)))
 
 
-async def _compact(
+async def _compact(session: Session, events: Events, trigger: str) -> CompactResult | None:
+    """Compact inside a run; a failure leaves history untouched and is reported."""
+    try:
+        return await compact_now(session, events.emit, trigger, None)
+    except CompactionFailed as exc:
+        await events.emit(AgentEvent("error", content=str(exc)))
+        return None
+
+
+class CompactionFailed(Exception):
+    """The summary request failed; the history was left as it was."""
+
+
+async def compact_now(
     session: Session,
-    client: ModelClient,
-    events: Events,
+    emit: Callable[[AgentEvent], Awaitable[None]],
     trigger: str,
     instructions: str | None,
-) -> CompactResult | None:
-    """Compact inside the run; a failure leaves history untouched and is reported."""
-    await events.emit(AgentEvent("compact_start"))
+) -> CompactResult:
+    """Summarise older history into one message; shared by auto and manual compaction.
+
+    The history is only replaced once the summary has arrived, so a failure
+    or a cancel leaves it untouched. The compaction is persisted before
+    returning, so a resume restores the compacted history.
+    """
+    state = session.state
+    services = session._require_services()
+    settings = session._model_settings()
+    if session.compaction_model is not None:
+        settings = attrs.evolve(settings, model=session.compaction_model)
+    client = ModelClient(services.clients, settings)
+    await emit(AgentEvent("compact_start"))
     try:
-        done = await summarise(client, session.state, instructions=instructions, trigger=trigger)
+        done = await summarise(client, state, instructions=instructions, trigger=trigger)
     except (ModelError, ValueError) as exc:
-        await events.emit(AgentEvent("error", content=f"compaction failed: {exc}"))
-        return None
+        raise CompactionFailed(f"compaction failed: {exc}") from exc
     if done is None:
-        await events.emit(AgentEvent("compact_end", content=""))
-        return None
-    result, usage = done
-    session.state.update_usage(**usage)
-    await events.emit(AgentEvent("compact_end", content=result.summary))
+        tokens = state.estimate_tokens()
+        result = CompactResult("", tokens, tokens, trigger)
+    else:
+        result, usage = done
+        state.update_usage(**usage)
+    session._compacted_at = len(state.messages)
+    await emit(AgentEvent("compact_end", content=result.summary))
     await session._persist()
     return result
 

@@ -34,10 +34,10 @@ import yaml
 from . import _records as r
 from ._actor import Mailbox, Reply, ask
 from ._cancel import CancellationToken
-from ._compaction import DEFAULT_THRESHOLD, context_window_for, summarise
-from ._errors import ActorCrashed, ModelError, RhoError
+from ._compaction import DEFAULT_THRESHOLD, context_window_for
+from ._errors import ActorCrashed, RhoError
 from ._events import AgentEvent, CompactResult, RunResult
-from ._llm import ModelClient, ModelSettings, ToolCall
+from ._llm import ModelSettings, ToolCall
 from ._messages import (
     ApprovalDecision,
     Cancel,
@@ -49,7 +49,14 @@ from ._messages import (
     Stop,
 )
 from ._profiles import PermissionProfile, load_profile
-from ._run import DEFAULT_APPROVAL_TIMEOUT, RunControl, _parse_args_for_event, execute_run
+from ._run import (
+    DEFAULT_APPROVAL_TIMEOUT,
+    CompactionFailed,
+    RunControl,
+    _parse_args_for_event,
+    compact_now,
+    execute_run,
+)
 from ._services import Services, open_services
 from ._state import State
 from ._tools import ToolHandler, ToolRegistry
@@ -147,6 +154,15 @@ class Session:
         self.auto_compact = True
         self.context_window = context_window_for(agent.config.model)
         self.compact_threshold = DEFAULT_THRESHOLD
+        # The model that writes summaries (None: the session's own model).
+        self.compaction_model: str | None = None
+        # An internal Compact message, handled before the next model call.
+        # A field, not the mailbox: posting to its own bounded mailbox could
+        # deadlock the actor.
+        self._compact_due: str | None = None
+        # len(messages) right after the last compaction: the same overflow
+        # never triggers a second one.
+        self._compacted_at = -1
         self.approval_timeout = DEFAULT_APPROVAL_TIMEOUT
         self.max_turns: int | None = None
         # 0 for a session a user opened; n + 1 for one delegated by a depth-n session.
@@ -200,6 +216,17 @@ class Session:
 
     def tool_specs(self) -> list[dict[str, Any]]:
         return self._tools.specs()
+
+    def _schedule_compaction(self) -> None:
+        """Post the internal Compact message if the context passed the threshold."""
+        window = self.context_window
+        if (
+            self.auto_compact
+            and window > 0
+            and len(self.state.messages) > self._compacted_at
+            and self.state.estimate_tokens() > self.compact_threshold * window
+        ):
+            self._compact_due = "auto"
 
     def needs_approval(self, handler: ToolHandler, call: ToolCall) -> bool:
         if handler.requires_approval:
@@ -391,6 +418,7 @@ class Session:
             finally:
                 self._release()
             return
+        failure: Exception | None = None
         async with (
             open_services(self._backend(), self._telemetry_sink()) as services,
             trio.open_nursery() as nursery,
@@ -399,6 +427,10 @@ class Session:
             self._users += 1
             try:
                 yield mailbox
+            except Exception as exc:
+                # Re-raised below, outside the nurseries, so the caller of
+                # run() or compact() gets the error itself, not a group.
+                failure = exc
             finally:
                 self._release()
                 while self._users > 0:
@@ -408,6 +440,8 @@ class Session:
                 # stopping it by cancellation loses nothing. (A Stop message
                 # would outlive this call in the session's mailbox.)
                 nursery.cancel_scope.cancel(reason="standalone call finished")
+        if failure is not None:
+            raise failure
 
     def _release(self) -> None:
         self._users -= 1
@@ -556,36 +590,28 @@ class Session:
             reply.send(result)
 
     async def _handle_compact(self, message: CompactRequest) -> None:
-        async def work(control: RunControl) -> CompactResult:
-            services = self._require_services()
-            client = ModelClient(services.clients, self._model_settings())
-            tokens = self.state.estimate_tokens()
-            self._publish(AgentEvent("compact_start"))
-            with control.scope:
-                done = await summarise(
-                    client, self.state, instructions=message.instructions, trigger="manual"
-                )
-                if done is None:
-                    self._publish(AgentEvent("compact_end", content=""))
-                    return CompactResult("", tokens, tokens, "manual")
-                result, usage = done
-                self.state.update_usage(**usage)
-                self._publish(AgentEvent("compact_end", content=result.summary))
-                with trio.move_on_after(5, shield=True):
-                    await self._persist()
-                return result
-            raise trio.TooSlowError  # unreachable unless cancelled; handled below
+        async def emit(event: AgentEvent) -> None:
+            self._publish(event)
 
-        try:
-            result = await self._in_flight(work)
-        except (ModelError, ValueError, trio.TooSlowError) as exc:
-            failure = (
+        async def work(control: RunControl) -> CompactResult | CompactionFailed | None:
+            # Failures are returned, not raised: raised inside _in_flight's
+            # nursery they would arrive wrapped in an exception group.
+            with control.scope:
+                try:
+                    return await compact_now(self, emit, "manual", message.instructions)
+                except CompactionFailed as exc:
+                    return exc
+            return None  # cancelled
+
+        result = await self._in_flight(work)
+        if isinstance(result, CompactionFailed):
+            self._publish(AgentEvent("error", content=str(result)))
+            message.reply.fail(RhoError(str(result), session_id=self.id, operation="compact"))
+            return
+        if result is None:
+            message.reply.fail(
                 RhoError("compaction cancelled", session_id=self.id, operation="compact")
-                if isinstance(exc, trio.TooSlowError)
-                else RhoError(f"compaction failed: {exc}", session_id=self.id, operation="compact")
             )
-            self._publish(AgentEvent("error", content=failure.message))
-            message.reply.fail(failure)
             return
         message.reply.send(result)
 
