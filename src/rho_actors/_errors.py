@@ -151,3 +151,17 @@ class ModelError(RhoError):
 
 class ContextLengthExceeded(ModelError):
     """The request did not fit the model's context window."""
+
+
+def single_exception(exc: Exception) -> Exception:
+    """The one failure inside nested single-member exception groups.
+
+    trio's nurseries wrap whatever escapes them in an ExceptionGroup; for
+    reporting a crash, the failure itself is what a reader wants.
+    """
+    while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+        inner = exc.exceptions[0]
+        if not isinstance(inner, Exception):
+            break
+        exc = inner
+    return exc

@@ -25,7 +25,7 @@ import trio
 
 from ._cancel import CancellationToken
 from ._compaction import summarise
-from ._errors import ContextLengthExceeded, ModelError
+from ._errors import ContextLengthExceeded, ModelError, StoreError
 from ._events import (
     AgentEvent,
     ApprovalInterrupt,
@@ -173,7 +173,13 @@ async def execute_run(
                 "[not executed: a new prompt arrived before this call was approved]"
             )
         state.add_user_message(prompt)
-    await session._persist(run_started=True, prompt=prompt)
+    session._live_turns = 0
+    session._current_tool = None
+    try:
+        await session._persist(run_started=True, prompt=prompt)
+    except StoreError as exc:
+        # The run cannot be recorded: it fails without calling the model.
+        return await _finish(session, events, totals, "error", exc.message, control)
 
     timeout = session.run_timeout
     if timeout is not None:
@@ -246,8 +252,8 @@ async def _guarded_loop(
         return await _loop(session, client, events, totals, control)
     except CallbackFailed as exc:
         return "error", str(exc)
-    except ModelError as exc:
-        return "error", exc.message
+    except (ModelError, StoreError) as exc:
+        return "error", str(exc) if isinstance(exc, StoreError) else exc.message
 
 
 async def _loop(
@@ -295,6 +301,7 @@ async def _loop(
             await _compact(session, events, "auto")
             continue
         totals.turns += 1
+        session._live_turns = totals.turns
         if session._observability is not None:
             session._observability.model_call(
                 totals.run, turn.usage, (time.perf_counter() - started) * 1000
@@ -313,8 +320,11 @@ async def _loop(
             session._schedule_compaction()
             return "completed", None
 
+        session._current_tool = ", ".join(sorted({c.name for c in turn.tool_calls}))
+        await session._persist(live=True)
         outcome = await _run_tools(session, events, totals, control, turn.tool_calls, max_tools)
-        await session._persist()
+        session._current_tool = None
+        await session._persist(live=True)
         if outcome is not None:
             return outcome
         session._schedule_compaction()
@@ -718,8 +728,14 @@ async def _finish(
         observability.run_finished(totals.run, result, totals.started_at)
     # Final records go out even when the run was cancelled, bounded so a
     # stuck store cannot hold the caller.
+    session._current_tool = None
     with trio.move_on_after(FINAL_WRITE_TIMEOUT, shield=True):
-        await session._persist(run_finished=True)
-        if observability is not None:
-            await observability.flush()
+        try:
+            await session._persist(run_finished=True)
+            if observability is not None:
+                await observability.flush()
+        except StoreError as exc:
+            # What the store refused is lost; what it already acknowledged stays.
+            result.status = "error"
+            result.error = str(exc) if result.error is None else f"{result.error}; {exc}"
     return result

@@ -26,7 +26,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, assert_never
+from typing import TYPE_CHECKING, Any, Literal, assert_never
 
 import trio
 import yaml
@@ -35,7 +35,7 @@ from . import _records as r
 from ._actor import Mailbox, Reply, ask
 from ._cancel import CancellationToken
 from ._compaction import DEFAULT_THRESHOLD, context_window_for
-from ._errors import ActorCrashed, RhoError
+from ._errors import ActorCrashed, RhoError, single_exception
 from ._events import AgentEvent, CompactResult, RunResult
 from ._llm import ModelSettings, ToolCall
 from ._messages import (
@@ -66,6 +66,7 @@ if TYPE_CHECKING:
     from ._agent import Agent
     from ._observability import Observability
     from ._store._session_store import SessionStore
+    from ._supervisor import Supervisor
 
 ApprovalCallback = Callable[[str, dict[str, Any]], Any]
 
@@ -148,7 +149,8 @@ class Session:
         store: SessionStore | None = None,
     ) -> None:
         self.agent = agent
-        self.state = state if state is not None else State(session_id)
+        self._state: State | None = state if state is not None else State(session_id)
+        self._id = self._state.session_id
         self.approval_callback: ApprovalCallback | None = None
         self.cancel_check: Callable[[], bool] | None = None
         self.auto_compact = True
@@ -189,14 +191,53 @@ class Session:
         self._observability: Observability | None = None
         self._on_disk = False
         self._meta: dict[str, Any] = {}
+        # What a monitor shows: turns of the current run, the tool running now.
+        self._live_turns = 0
+        self._current_tool: str | None = None
+        # Hosting by a supervisor: restart policy, hibernation.
+        self._supervisor: Supervisor | None = None
+        self._restart_type: Literal["permanent", "transient", "temporary"] = "transient"
+        self._shutdown: float | None = None
+        self._hibernate_after: float | None = None
+        self._hibernating = False
+        self._waking: trio.Event | None = None
         if store is not None:
-            self.state.add_observer(self._record)
+            self._state.add_observer(self._record)
 
     # --- properties ----------------------------------------------------
 
     @property
     def id(self) -> str:
-        return self.state.session_id
+        return self._id
+
+    @property
+    def state(self) -> State:
+        """The conversation. A hibernated session reloads it from the store on access
+        (a blocking read; ``await session.wake()`` first in async code)."""
+        if self._state is None:
+            self._install_state(self._load_state_blocking())
+        assert self._state is not None
+        return self._state
+
+    @state.setter
+    def state(self, state: State) -> None:
+        self._install_state(state)
+
+    def _install_state(self, state: State) -> None:
+        self._state = state
+        self._id = state.session_id
+        if self._store is not None:
+            state.add_observer(self._record)
+
+    def _load_state_blocking(self) -> State:
+        if self._store is None:
+            raise RhoError("no store to load the state from", session_id=self._id)
+        return self._store.load_state(self._id)
+
+    @property
+    def hibernating(self) -> bool:
+        """True while the session's actor is stopped and its memory freed."""
+        return self._hibernating
 
     @property
     def profile(self) -> PermissionProfile:
@@ -408,9 +449,25 @@ class Session:
     def _telemetry_sink(self) -> Any:
         return self._observability.db if self._observability is not None else None
 
+    async def wake(self) -> None:
+        """Start a hibernated session's actor again (its next message does this too)."""
+        if not self._hibernating or self._supervisor is None:
+            return
+        if self._waking is not None:
+            await self._waking.wait()
+            return
+        self._waking = trio.Event()
+        try:
+            await self._supervisor._wake(self)
+        finally:
+            self._waking.set()
+            self._waking = None
+
     @contextlib.asynccontextmanager
     async def _activated(self) -> AsyncIterator[Mailbox[SessionMessage]]:
         """Make sure an actor is serving this session for the duration of the block."""
+        if self._hibernating:
+            await self.wake()
         if self._services is not None and self._mailbox is not None:
             self._users += 1
             try:
@@ -469,9 +526,13 @@ class Session:
                     message = self._backlog.popleft()
                 else:
                     try:
-                        message = await mailbox.get()
+                        received = await self._next_message(mailbox)
                     except trio.EndOfChannel:
                         return
+                    if received is None:
+                        self._hibernate()
+                        return
+                    message = received
                 match message:
                     case Prompt():
                         await self._handle_prompt(message)
@@ -495,6 +556,51 @@ class Session:
         finally:
             self._services = None
             self._control = None
+
+    async def _next_message(self, mailbox: Mailbox[SessionMessage]) -> SessionMessage | None:
+        """The next message, or None once idle for ``hibernate_after`` seconds."""
+        if self._hibernate_after is None or self._store is None:
+            return await mailbox.get()
+        while True:
+            with trio.move_on_after(self._hibernate_after):
+                return await mailbox.get()
+            if self._users == 0 and not self._streams:
+                return None  # idle, and nobody is waiting on us
+
+    def _hibernate(self) -> None:
+        """Free everything but the address; the supervisor keeps this object as it."""
+        self._hibernating = True
+        self._state = None
+        self._mailbox = None
+        self._outbox = []
+        self._idle_event = None
+
+    async def _reload_after_hibernation(self) -> None:
+        state = await trio.to_thread.run_sync(self._load_state_blocking)
+        self._install_state(state)
+        self._hibernating = False
+
+    async def _reload_after_crash(self) -> None:
+        """Before a restart: the state as the Store has it, with dangling calls closed.
+
+        Records not yet acknowledged by the Store are dropped with the
+        crashed incarnation: the restarted session is exactly what was
+        committed. Without a store the in-memory state is kept.
+        """
+        self._outbox = []
+        self._control = None
+        if self._store is not None and self._on_disk:
+            state = await trio.to_thread.run_sync(self._load_state_blocking)
+            self._install_state(state)
+        state = self.state
+        state.close_dangling_tool_calls("[interrupted: the session restarted after a crash]")
+        if state.status == "running":
+            state.set_status("interrupted")
+
+    def _request_stop(self) -> None:
+        """A supervisor's graceful stop: finish the current message, then stop."""
+        if self._mailbox is not None:
+            self._mailbox.put_nowait(Stop())
 
     async def _in_flight(self, work: Callable[[RunControl], Any], run_id: int = 0) -> Any:
         """Run ``work`` while a second task keeps serving control messages."""
@@ -578,9 +684,11 @@ class Session:
             )
         except Exception as exc:
             if reply is not None:
+                cause = single_exception(exc)
                 reply.fail(
                     ActorCrashed(
-                        f"the session actor crashed during the run: {type(exc).__name__}: {exc}",
+                        "the session actor crashed during the run: "
+                        f"{type(cause).__name__}: {cause}",
                         session_id=self.id,
                         operation="run",
                     )
@@ -657,9 +765,19 @@ class Session:
         self._outbox.append(r.encode(envelope))
 
     async def _persist(
-        self, *, run_started: bool = False, prompt: str | None = None, run_finished: bool = False
+        self,
+        *,
+        run_started: bool = False,
+        prompt: str | None = None,
+        run_finished: bool = False,
+        live: bool = False,
     ) -> None:
-        """Send queued records to the Store and wait for the commit."""
+        """Send queued records to the Store and wait for the commit.
+
+        ``meta.json`` is rewritten at run start and end, and with ``live``
+        at turn and tool boundaries, so a monitor in another process sees
+        status, turns and the current tool.
+        """
         services = self._services
         store = services.store if services is not None else None
         if store is None or self._store is None:
@@ -671,7 +789,7 @@ class Session:
         if self._outbox:
             lines, self._outbox = self._outbox, []
             await store.append(sid, lines)
-        if run_started or run_finished:
+        if run_started or run_finished or live:
             meta = self._meta
             if run_started and prompt and not meta.get("first_prompt"):
                 meta["first_prompt"] = prompt[:500]
@@ -683,6 +801,8 @@ class Session:
                 model=self.agent.config.model,
                 profile=self._profile.name,
                 pid=os.getpid(),
+                turns=self._live_turns,
+                current_tool=self._current_tool,
             )
             await store.write_meta(sid, meta)
 

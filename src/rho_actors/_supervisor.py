@@ -1,4 +1,4 @@
-"""The supervisor: a nursery that owns session actors and the shared services.
+"""Supervision: children as data, restarts by strategy, escalation when it is hopeless.
 
 ``open_supervisor()`` is the actor layer's entry point for trio programs::
 
@@ -6,23 +6,41 @@
         session = await sup.start_session(agent)
         result = await session.run(prompt="...")
 
-Every session started here shares one Registry actor, one Store actor (with
-group commit) and one set of model connection pools. Leaving the block stops
-the sessions: each finishes its current message within ``shutdown_grace``
-seconds, then anything still running is cancelled.
+Modelled on Erlang/OTP:
+
+* A child is described by a :class:`ChildSpec`: how to start it (an async
+  function that reports readiness through ``task_status``), its restart
+  type and its shutdown policy.
+* ``permanent`` children are always restarted, ``transient`` ones only
+  after a failure, ``temporary`` ones never.
+* The strategy says who restarts with a failed child: only itself
+  (``one_for_one``), every child (``one_for_all``), or itself and every
+  child started after it (``rest_for_one``).
+* More than ``max_restarts`` restarts within ``period`` seconds means
+  restarting does not help: the supervisor gives up and raises
+  :class:`SupervisionError` (carrying the last failure) to the enclosing
+  nursery. Failures are never swallowed.
+* Supervisors nest: :meth:`Supervisor.start_supervisor` runs a child
+  supervisor whose escalation is a failure of that child.
+
+Every session started here shares one Registry actor, one Store actor
+(group commit) and one set of model connection pools. A restarted session
+reloads its State from the Store; its mailbox, and the prompts queued in it,
+survive the restart. Leaving the block stops the children gracefully
+(``shutdown_grace`` seconds each), then cancels whatever is left.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import collections
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
+import attrs
 import trio
 
-from ._actor import Mailbox
-from ._errors import RhoError
-from ._messages import SessionMessage, Stop
+from ._errors import RhoError, SupervisionError, single_exception
 from ._registry import DEFAULT_MAX_SUBPROCESSES
 from ._services import Services, open_services
 from ._session import Session
@@ -32,36 +50,230 @@ if TYPE_CHECKING:
     from ._agent import Agent
     from ._store._session_store import SessionStore
 
+RestartType = Literal["permanent", "transient", "temporary"]
+Strategy = Literal["one_for_one", "one_for_all", "rest_for_one"]
+
 DEFAULT_SHUTDOWN_GRACE = 5.0
+DEFAULT_MAX_RESTARTS = 3
+DEFAULT_PERIOD = 5.0
+
+StartFn = Callable[..., Awaitable[Any]]
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class ChildSpec:
+    """How to run one child.
+
+    ``start(task_status=...)`` runs the child and calls
+    ``task_status.started(value)`` once it is ready; ``value`` is what
+    :meth:`Supervisor.start_child` returns. ``shutdown`` is the graceful
+    wait in seconds after ``stop()`` is called (None: cancel at once).
+    ``on_restart`` runs before each restart (a session reloads its state).
+    """
+
+    id: str
+    start: StartFn
+    restart: RestartType = "permanent"
+    shutdown: float | None = DEFAULT_SHUTDOWN_GRACE
+    stop: Callable[[], None] | None = None
+    on_restart: Callable[[], Awaitable[None]] | None = None
+    on_exit: Callable[[], None] | None = None
+
+
+class _Started:
+    """Wraps a task_status to remember whether the child reported ready."""
+
+    __slots__ = ("_inner", "started")
+
+    def __init__(self, inner: trio.TaskStatus[Any]) -> None:
+        self._inner = inner
+        self.started = False
+
+    def started_(self, value: Any = None) -> None:
+        self.started = True
+        self._inner.started(value)
+
+
+class _StatusProxy:
+    __slots__ = ("_owner",)
+
+    def __init__(self, owner: _Started) -> None:
+        self._owner = owner
+
+    def started(self, value: Any = None) -> None:
+        self._owner.started_(value)
+
+
+class _Child:
+    __slots__ = ("done", "restart_requested", "scope", "spec", "stopping")
+
+    def __init__(self, spec: ChildSpec) -> None:
+        self.spec = spec
+        self.scope: trio.CancelScope | None = None
+        self.restart_requested = False
+        self.stopping = False
+        self.done = trio.Event()
 
 
 class Supervisor:
-    """Owns session actors; see :func:`open_supervisor`."""
+    """Owns children (session actors, other supervisors, any task); see :func:`open_supervisor`."""
 
     def __init__(
-        self, nursery: trio.Nursery, services: Services, store: SessionStore | None
+        self,
+        nursery: trio.Nursery,
+        services: Services,
+        store: SessionStore | None,
+        *,
+        strategy: Strategy,
+        max_restarts: int,
+        period: float,
+        hibernate_after: float | None,
     ) -> None:
         self._nursery = nursery
         self._services = services
         self.store = store
+        self.strategy = strategy
+        self.max_restarts = max_restarts
+        self.period = period
+        self.hibernate_after = hibernate_after
+        self._children: dict[str, _Child] = {}
+        # Sessions by id: running ones and hibernated ones (an address only).
         self.sessions: dict[str, Session] = {}
+        self._restarts: collections.deque[float] = collections.deque()
+        self.last_failure: BaseException | None = None
+        self.restart_count = 0
         self._closing = False
-        self._all_stopped = trio.Event()
 
     @property
     def services(self) -> Services:
         return self._services
 
+    @property
+    def children(self) -> list[str]:
+        """Ids of the running children, in start order."""
+        return list(self._children)
+
+    # --- generic children ------------------------------------------------
+
+    async def start_child(self, spec: ChildSpec) -> Any:
+        """Start a child and wait until it reports ready; returns what it reported."""
+        if self._closing:
+            raise RhoError("the supervisor is shutting down", operation=f"start {spec.id}")
+        if spec.id in self._children:
+            raise RhoError(f"a child with id {spec.id!r} is already running")
+        child = _Child(spec)
+        self._children[spec.id] = child
+        try:
+            return await self._nursery.start(self._run_child, child)
+        except BaseException:
+            self._children.pop(spec.id, None)
+            raise
+
+    async def _run_child(self, child: _Child, *, task_status: trio.TaskStatus[Any]) -> None:
+        spec = child.spec
+        first = _Started(task_status)
+        try:
+            while True:
+                failure: Exception | None = None
+                child.scope = trio.CancelScope()
+                status: Any = _StatusProxy(first) if not first.started else trio.TASK_STATUS_IGNORED
+                with child.scope:
+                    try:
+                        await spec.start(task_status=status)
+                    except Exception as exc:
+                        if not first.started:
+                            raise  # a child that cannot start fails its starter
+                        failure = single_exception(exc)
+                if child.scope.cancelled_caught or child.stopping:
+                    if child.restart_requested and not child.stopping:
+                        child.restart_requested = False
+                        await self._before_restart(child)
+                        continue
+                    return
+                if not first.started:
+                    raise RhoError(f"child {spec.id!r} returned without reporting ready")
+                if failure is None and spec.restart != "permanent":
+                    return
+                if failure is not None and spec.restart == "temporary":
+                    self.last_failure = failure
+                    return
+                self._count_restart(child, failure)
+                self._restart_siblings(child)
+                await self._before_restart(child)
+        finally:
+            if self._children.get(spec.id) is child:
+                del self._children[spec.id]
+            if spec.on_exit is not None:
+                spec.on_exit()
+            child.done.set()
+
+    async def _before_restart(self, child: _Child) -> None:
+        if child.spec.on_restart is not None:
+            await child.spec.on_restart()
+
+    def _count_restart(self, child: _Child, failure: Exception | None) -> None:
+        """Record a restart; give up (escalate) past the intensity."""
+        now = trio.current_time()
+        if failure is not None:
+            self.last_failure = failure
+        self._restarts.append(now)
+        while self._restarts and now - self._restarts[0] > self.period:
+            self._restarts.popleft()
+        self.restart_count += 1
+        if len(self._restarts) > self.max_restarts:
+            raise SupervisionError(
+                f"supervisor gave up: more than {self.max_restarts} restarts within "
+                f"{self.period:g} s (last: child {child.spec.id!r})",
+                last_failure=self.last_failure,
+                operation=f"restart {child.spec.id}",
+            ) from self.last_failure
+
+    def _restart_siblings(self, failed: _Child) -> None:
+        if self.strategy == "one_for_one":
+            return
+        ids = list(self._children)
+        position = ids.index(failed.spec.id) if failed.spec.id in ids else len(ids)
+        affected = ids if self.strategy == "one_for_all" else ids[position + 1 :]
+        for child_id in affected:
+            sibling = self._children[child_id]
+            if sibling is failed or sibling.scope is None:
+                continue
+            sibling.restart_requested = True
+            sibling.scope.cancel(reason=f"{self.strategy}: {failed.spec.id!r} failed")
+
+    async def terminate_child(self, child_id: str) -> None:
+        """Stop a child by its shutdown policy and wait until it is gone."""
+        child = self._children.get(child_id)
+        if child is None:
+            return
+        await self._shutdown_child(child)
+
+    async def _shutdown_child(self, child: _Child) -> None:
+        child.stopping = True
+        spec = child.spec
+        if spec.shutdown is not None and spec.stop is not None:
+            spec.stop()
+            with trio.move_on_after(spec.shutdown):
+                await child.done.wait()
+        if not child.done.is_set() and child.scope is not None:
+            child.scope.cancel(reason=f"shutting down {spec.id!r}")
+        await child.done.wait()
+
+    # --- sessions --------------------------------------------------------
+
     async def start_session(
-        self, agent_or_session: Agent | Session, *, session_id: str | None = None
+        self,
+        agent_or_session: Agent | Session,
+        *,
+        session_id: str | None = None,
+        restart: RestartType = "transient",
+        shutdown: float | None = DEFAULT_SHUTDOWN_GRACE,
     ) -> Session:
         """Start a session actor under this supervisor and return the session.
 
         Pass an ``Agent`` to create a new session (persisted if the
         supervisor has a store), or an existing ``Session`` to host it.
         """
-        if self._closing:
-            raise RhoError("the supervisor is shutting down", operation="start_session")
         if isinstance(agent_or_session, Session):
             session = agent_or_session
         elif self.store is not None:
@@ -80,19 +292,48 @@ class Supervisor:
             )
         if session.id in self.sessions:
             raise RhoError("session already started", session_id=session.id)
-        await self._nursery.start(self._host, session)
-        return session
-
-    async def _host(
-        self, session: Session, *, task_status: trio.TaskStatus[Mailbox[SessionMessage]]
-    ) -> None:
+        session._restart_type = restart
+        session._shutdown = shutdown
         self.sessions[session.id] = session
         try:
-            await session.serve(self._services, task_status=task_status)
-        finally:
+            await self._start_session_child(session)
+        except BaseException:
             self.sessions.pop(session.id, None)
-            if not self.sessions:
-                self._all_stopped.set()
+            raise
+        return session
+
+    async def _start_session_child(self, session: Session) -> None:
+        session._supervisor = self
+        session._hibernate_after = self.hibernate_after
+
+        async def start(*, task_status: trio.TaskStatus[Any]) -> None:
+            await session.serve(self._services, task_status=task_status)
+
+        async def reload() -> None:
+            await session._reload_after_crash()
+
+        spec = ChildSpec(
+            id=f"session:{session.id}",
+            start=start,
+            restart=session._restart_type,
+            shutdown=session._shutdown,
+            stop=session._request_stop,
+            on_restart=reload,
+            on_exit=lambda: self._session_ended(session),
+        )
+        await self.start_child(spec)
+
+    async def _wake(self, session: Session) -> None:
+        """Bring a hibernated session back: reload its state and start its actor."""
+        if self._closing:
+            raise RhoError("the supervisor is shutting down", session_id=session.id)
+        await session._reload_after_hibernation()
+        await self._start_session_child(session)
+
+    def _session_ended(self, session: Session) -> None:
+        """Called when a session actor stops for good (not hibernation)."""
+        if not session._hibernating:
+            self.sessions.pop(session.id, None)
 
     async def resume_session(self, session_id: str, agent: Agent) -> Session:
         """Reload a stored session and start it here."""
@@ -102,41 +343,155 @@ class Supervisor:
         return await self.start_session(session)
 
     async def stop_session(self, session: Session) -> None:
-        """Ask a session to stop after its current message."""
-        if session._mailbox is not None and session._services is not None:
-            await session._mailbox.put(Stop(), what="stop", session_id=session.id)
+        """Stop a session after its current message (by its shutdown policy)."""
+        child = self._children.get(f"session:{session.id}")
+        if child is not None:
+            await self._shutdown_child(child)
+        self.sessions.pop(session.id, None)
 
-    async def _shutdown(self, grace: float) -> None:
+    async def recover(self, agent_factory: Callable[[str], Agent] | None = None) -> list[Session]:
+        """Bring back every session the store shows as interrupted, under this supervisor.
+
+        ``agent_factory(session_id)`` builds each session's agent; by default
+        it is rebuilt from the session's stored ``config.yaml``. Resume each
+        interrupted run with ``await session.resume()``.
+        """
+        if self.store is None:
+            raise RhoError("this supervisor has no store", operation="recover")
+        store = self.store
+        recovered: list[Session] = []
+        for info in await store.alist():
+            if info.status != "interrupted" or info.id in self.sessions:
+                continue
+            agent = (
+                agent_factory(info.id)
+                if agent_factory is not None
+                else await trio.to_thread.run_sync(store.agent_for, info.id)
+            )
+            session = await store.aresume(info.id, agent)
+            recovered.append(await self.start_session(session))
+        return recovered
+
+    # --- nesting ----------------------------------------------------------
+
+    async def start_supervisor(
+        self,
+        child_id: str,
+        *,
+        strategy: Strategy = "one_for_one",
+        max_restarts: int = DEFAULT_MAX_RESTARTS,
+        period: float = DEFAULT_PERIOD,
+        restart: RestartType = "permanent",
+    ) -> Supervisor:
+        """A child supervisor sharing this one's services; its escalation is a child failure."""
+
+        async def start(*, task_status: trio.TaskStatus[Supervisor]) -> None:
+            async with trio.open_nursery() as nursery:
+                child = Supervisor(
+                    nursery,
+                    self._services,
+                    self.store,
+                    strategy=strategy,
+                    max_restarts=max_restarts,
+                    period=period,
+                    hibernate_after=self.hibernate_after,
+                )
+                task_status.started(child)
+                await trio.sleep_forever()
+
+        child: Supervisor = await self.start_child(
+            ChildSpec(id=child_id, start=start, restart=restart)
+        )
+        return child
+
+    # --- shutdown ---------------------------------------------------------
+
+    async def _shutdown(self) -> None:
         self._closing = True
-        for session in list(self.sessions.values()):
-            if session._mailbox is not None:
-                session._mailbox.put_nowait(Stop(grace=grace))
-        if self.sessions:
-            with trio.move_on_after(grace):
-                await self._all_stopped.wait()
+        # Children stop in parallel, each by its own policy.
+        async with trio.open_nursery() as nursery:
+            for child in list(self._children.values()):
+                nursery.start_soon(self._shutdown_child, child)
+
+
+def _unwrap_supervision_error(group: BaseExceptionGroup[Any]) -> SupervisionError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, SupervisionError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _unwrap_supervision_error(exc)
+            if found is not None:
+                return found
+    return None
 
 
 @asynccontextmanager
 async def open_supervisor(
     *,
     store: SessionStore | None = None,
+    strategy: Strategy = "one_for_one",
+    max_restarts: int = DEFAULT_MAX_RESTARTS,
+    period: float = DEFAULT_PERIOD,
+    hibernate_after: float | None = None,
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
     telemetry: TelemetrySink | None = None,
     max_subprocesses: int = DEFAULT_MAX_SUBPROCESSES,
 ) -> AsyncIterator[Supervisor]:
-    """Open a supervisor; sessions started on it live until the block ends.
+    """Open a supervisor; children started on it live until the block ends.
 
-    ``max_subprocesses`` is the global limit on tool subprocesses (bash, rg)
-    running at once across every session here; further calls wait.
+    ``hibernate_after`` (seconds): a session idle that long stops its actor
+    and frees its memory, keeping only its address; its next message wakes
+    it from the store. ``max_subprocesses`` is the global limit on tool
+    subprocesses (bash, rg) running at once. ``shutdown_grace`` is the
+    default graceful wait when the block ends.
     """
     backend = store.backend if store is not None else None
-    async with (
-        open_services(backend, telemetry, max_subprocesses=max_subprocesses) as services,
-        trio.open_nursery() as nursery,
-    ):
-        supervisor = Supervisor(nursery, services, store)
-        try:
-            yield supervisor
-            await supervisor._shutdown(shutdown_grace)
-        finally:
-            nursery.cancel_scope.cancel(reason="supervisor closed")
+    try:
+        async with (
+            open_services(backend, telemetry, max_subprocesses=max_subprocesses) as services,
+            trio.open_nursery() as nursery,
+        ):
+            supervisor = Supervisor(
+                nursery,
+                services,
+                store,
+                strategy=strategy,
+                max_restarts=max_restarts,
+                period=period,
+                hibernate_after=hibernate_after,
+            )
+            watcher_scope = trio.CancelScope()
+            if store is not None:
+                nursery.start_soon(_watch_cancel_requests, supervisor, watcher_scope)
+            try:
+                yield supervisor
+                with trio.move_on_after(shutdown_grace + 1):
+                    await supervisor._shutdown()
+            finally:
+                watcher_scope.cancel(reason="supervisor closing")
+                nursery.cancel_scope.cancel(reason="supervisor closed")
+    except BaseExceptionGroup as group:
+        escalated = _unwrap_supervision_error(group)
+        if escalated is not None:
+            raise escalated from None
+        raise
+
+
+# How often a supervisor with a store looks for cancel requests made by other
+# processes (``rho-actors monitor --cancel``).
+CANCEL_POLL_INTERVAL = 0.5
+
+
+async def _watch_cancel_requests(supervisor: Supervisor, scope: trio.CancelScope) -> None:
+    store = supervisor.store
+    assert store is not None
+    with scope:
+        while True:
+            await trio.sleep(CANCEL_POLL_INTERVAL)
+            if not supervisor.sessions:
+                continue
+            requests = await trio.to_thread.run_sync(store.take_cancel_requests)
+            for session_id, reason in requests.items():
+                session = supervisor.sessions.get(session_id)
+                if session is not None and session.running:
+                    await session.cancel(reason)

@@ -47,6 +47,9 @@ class SessionInfo:
     updated_at: dt.datetime | None = None
     run_count: int = 0
     total_tokens: int = 0
+    turns: int = 0
+    current_tool: str | None = None
+    pid: int | None = None
 
 
 class StoreBackend(Protocol):
@@ -72,6 +75,18 @@ class StoreBackend(Protocol):
 
     def exists(self, session_id: str) -> bool: ...
 
+    def read_config(self, session_id: str) -> str | None:
+        """The session's config.yaml text, if stored."""
+        ...
+
+    def request_cancel(self, session_id: str, reason: str) -> None:
+        """Ask whichever process runs the session to cancel its run."""
+        ...
+
+    def take_cancel_requests(self) -> dict[str, str]:
+        """Cancel requests made since the last call (session id to reason)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -92,6 +107,11 @@ def info_from_meta(meta: Mapping[str, Any]) -> SessionInfo:
         updated_at=_ts(meta.get("updated_at")),
         run_count=int(meta.get("run_count", 0) or 0),
         total_tokens=int(meta.get("total_tokens", 0) or 0),
+        turns=int(meta.get("turns", 0) or 0),
+        current_tool=meta.get("current_tool")
+        if isinstance(meta.get("current_tool"), str)
+        else None,
+        pid=meta.get("pid") if isinstance(meta.get("pid"), int) else None,
     )
 
 
@@ -184,6 +204,47 @@ class DirectoryBackend:
 
     def write_config(self, session_id: str, config_yaml: str) -> None:
         self._write_atomic(self._dir(session_id) / "config.yaml", config_yaml.encode(), session_id)
+
+    def read_config(self, session_id: str) -> str | None:
+        try:
+            return (self._dir(session_id) / "config.yaml").read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _store_error(exc, "read config", self._dir(session_id), session_id) from exc
+
+    # Cancel requests from other processes live in one folder, so a
+    # supervisor polls a single directory however many sessions it hosts.
+    def _control_dir(self) -> Path:
+        return self.root / ".control"
+
+    def request_cancel(self, session_id: str, reason: str) -> None:
+        self._dir(session_id)  # validates the id
+        folder = self._control_dir()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _store_error(exc, "request cancel", folder, session_id) from exc
+        self._write_atomic(folder / f"{session_id}.cancel", reason.encode(), session_id)
+
+    def take_cancel_requests(self) -> dict[str, str]:
+        requests: dict[str, str] = {}
+        try:
+            entries = list(os.scandir(self._control_dir()))
+        except FileNotFoundError:
+            return requests
+        for entry in entries:
+            if not entry.name.endswith(".cancel"):
+                continue
+            try:
+                reason = Path(entry.path).read_text(encoding="utf-8")
+                os.unlink(entry.path)
+            except OSError:
+                continue
+            requests[entry.name.removesuffix(".cancel")] = (
+                reason or "cancelled from another process"
+            )
+        return requests
 
     def exists(self, session_id: str) -> bool:
         folder = self._dir(session_id)

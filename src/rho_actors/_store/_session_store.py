@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import attrs
 import trio
 
 from .._errors import StoreError
@@ -60,13 +61,33 @@ class SessionStore:
         return Session(agent, session_id=session_id, store=self)
 
     def resume(self, session_id: str, agent: Agent) -> Session:
-        """Reload a session from its trace (blocking; see :meth:`aresume`)."""
+        """Reload a session from its trace (blocking; see :meth:`aresume`).
+
+        A session whose process died mid-run comes back ``interrupted``: its
+        messages, usage, counters and pending approvals are restored, tool
+        calls that already have results are kept, and the ones that never
+        finished get a synthetic result, so ``await session.resume()``
+        continues the interrupted run from there.
+        """
         from .._session import Session
 
         envelopes = self.backend.load(session_id)
         state = State.replay(envelopes, session_id)
         session = Session(agent, state=state, store=self)
         session._adopt_stored(self.backend.read_meta(session_id))
+        if state.status == "running":
+            # Recorded through the session's observer: persisted on its next write.
+            unanswered = {c.get("id") for c in state.unanswered_tool_calls()}
+            pending = {p.tool_call_id for p in state.pending_approvals}
+            if unanswered - pending:
+                # Calls waiting for approval stay pending; the rest are closed.
+                for call in state.unanswered_tool_calls():
+                    if call.get("id") not in pending:
+                        state.add_tool_result(
+                            str(call.get("id")),
+                            "[interrupted: the process stopped before this tool call finished]",
+                        )
+            state.set_status("interrupted")
         return session
 
     async def aresume(self, session_id: str, agent: Agent) -> Session:
@@ -76,11 +97,43 @@ class SessionStore:
         return State.replay(self.backend.load(session_id), session_id)
 
     def list(self) -> list[SessionInfo]:
-        """Every stored session, oldest first (blocking; see :meth:`alist`)."""
-        return self.backend.list()
+        """Every stored session, oldest first (blocking; see :meth:`alist`).
+
+        A session recorded as running by a process that no longer exists is
+        listed as ``interrupted``.
+        """
+        return [_with_liveness(info, self.backend) for info in self.backend.list()]
 
     async def alist(self) -> builtins.list[SessionInfo]:
-        return await trio.to_thread.run_sync(self.backend.list)
+        return await trio.to_thread.run_sync(self.list)
+
+    def agent_for(self, session_id: str) -> Agent:
+        """An Agent built from the session's stored ``config.yaml`` (blocking)."""
+        from .._agent import Agent
+        from .._config import AgentConfig
+
+        text = self.backend.read_config(session_id)
+        if text is None:
+            raise StoreError("no stored config", session_id=session_id, operation="agent_for")
+        where = str(self.path / session_id / "config.yaml")
+        import yaml
+
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise StoreError(f"invalid config ({exc})", path=where, session_id=session_id) from exc
+        return Agent(AgentConfig.from_dict(data, source=where))
+
+    def request_cancel(
+        self, session_id: str, reason: str = "cancelled from another process"
+    ) -> None:
+        """Ask the process running this session to cancel its run (picked up within a second)."""
+        if not self.backend.exists(session_id):
+            raise StoreError("no such session", session_id=session_id, operation="request_cancel")
+        self.backend.request_cancel(session_id, reason)
+
+    def take_cancel_requests(self) -> dict[str, str]:
+        return self.backend.take_cancel_requests()
 
     def get_latest_id(self) -> str | None:
         """The id of the most recently created session, or None."""
@@ -89,3 +142,25 @@ class SessionStore:
 
     def __repr__(self) -> str:
         return f"SessionStore({str(self.path)!r})"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _with_liveness(info: SessionInfo, backend: StoreBackend) -> SessionInfo:
+    if info.status != "running":
+        return info
+    meta = backend.read_meta(info.id) or {}
+    pid = meta.get("pid")
+    if isinstance(pid, int) and not _pid_alive(pid):
+        return attrs.evolve(info, status="interrupted")
+    return info
