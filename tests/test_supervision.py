@@ -179,7 +179,7 @@ async def test_crash_mid_run_restarts_with_mailbox_intact(
     """A crash in the actor fails its caller and restarts the session; queued prompts survive."""
     import rho_actors._session as session_module
 
-    real = session_module.execute_run
+    real = session_module.execute_run  # type: ignore[attr-defined]
     crashed = trio.Event()
 
     async def crash_once(session: Session, **kwargs: Any) -> RunResult:

@@ -492,6 +492,9 @@ async def _run_one(
             return None
     output = await _invoke(session, events, call, totals)
     session.state.add_tool_result(call.id, output.content)
+    # Each answered call is committed at once: a crash later in the turn
+    # keeps it, so recovery only re-answers the calls that never finished.
+    await session._persist()
     return None
 
 

@@ -18,7 +18,6 @@ Either way the caller's API is the same, and so is the behaviour.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import itertools
 import json
@@ -140,6 +139,55 @@ class Session:
     reason "deadline exceeded").
     """
 
+    # Slots: thousands of sessions live at once; each attribute costs 8 bytes
+    # instead of a per-instance dict.
+    __slots__ = (
+        "__weakref__",
+        "_backlog",
+        "_compact_due",
+        "_compacted_at",
+        "_control",
+        "_current_tool",
+        "_decisions",
+        "_hibernate_after",
+        "_hibernating",
+        "_id",
+        "_idle",
+        "_idle_event",
+        "_live_turns",
+        "_mailbox",
+        "_meta",
+        "_observability",
+        "_on_disk",
+        "_outbox",
+        "_pending_changes",
+        "_profile",
+        "_restart_type",
+        "_services",
+        "_shutdown",
+        "_state",
+        "_store",
+        "_streams",
+        "_supervisor",
+        "_tools",
+        "_users",
+        "_waking",
+        "_working_dir",
+        "agent",
+        "approval_callback",
+        "approval_timeout",
+        "auto_approve",
+        "auto_compact",
+        "cancel_check",
+        "compact_threshold",
+        "compaction_model",
+        "context_window",
+        "depth",
+        "max_turns",
+        "run_timeout",
+        "telemetry_metadata",
+    )
+
     def __init__(
         self,
         agent: Agent,
@@ -179,7 +227,8 @@ class Session:
         self._tools: ToolRegistry = agent.registry
         self._working_dir: Path | None = None
         self._mailbox: Mailbox[SessionMessage] | None = None
-        self._backlog: collections.deque[SessionMessage] = collections.deque()
+        # Prompts that arrived during a run, in order (rarely more than a few).
+        self._backlog: list[SessionMessage] = []
         self._services: Services | None = None
         self._control: RunControl | None = None
         self._users = 0
@@ -523,7 +572,7 @@ class Session:
         try:
             while True:
                 if self._backlog:
-                    message = self._backlog.popleft()
+                    message = self._backlog.pop(0)
                 else:
                     try:
                         received = await self._next_message(mailbox)
@@ -570,14 +619,20 @@ class Session:
     def _hibernate(self) -> None:
         """Free everything but the address; the supervisor keeps this object as it."""
         self._hibernating = True
-        self._state = None
+        if self._on_disk:
+            self._state = None  # reloaded from the store on wake
+            self._meta = {}
         self._mailbox = None
         self._outbox = []
         self._idle_event = None
 
     async def _reload_after_hibernation(self) -> None:
-        state = await trio.to_thread.run_sync(self._load_state_blocking)
-        self._install_state(state)
+        if self._state is None:
+            state = await trio.to_thread.run_sync(self._load_state_blocking)
+            self._install_state(state)
+            if self._store is not None:
+                meta = await trio.to_thread.run_sync(self._store.backend.read_meta, self._id)
+                self._meta = dict(meta or {})
         self._hibernating = False
 
     async def _reload_after_crash(self) -> None:

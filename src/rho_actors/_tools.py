@@ -20,7 +20,7 @@ import types
 import typing
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, cast, runtime_checkable
 
 import attrs
 
@@ -124,8 +124,10 @@ class ToolRegistry:
         can override a built-in one.
         """
         tool: ToolHandler
-        if isinstance(handler, ToolHandler):
-            tool = handler
+        # Duck-typed on purpose: isinstance() against a runtime-checkable
+        # Protocol inspects every member and costs tens of microseconds.
+        if hasattr(handler, "handle") and hasattr(handler, "parameters"):
+            tool = cast(ToolHandler, handler)
         elif callable(handler):
             tool = function_tool(handler)
         else:

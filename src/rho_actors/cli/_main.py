@@ -1,31 +1,243 @@
-"""Argument parsing for ``rho-actors``; each subcommand lives in its own module."""
+"""``rho-actors``: the argument parser, and dispatch to one module per command.
+
+The whole command-line surface is declared here so ``--help`` and this file
+say the same thing; the commands' behaviour lives in their own modules
+(``_run``, ``_chat``, ``_dispatch``, ``_sessions``, ``_monitor``,
+``_profiles``, ``_demo``). Each of those exposes ``main(args) -> int`` and
+does its async work under ``trio.run``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeAlias
 
-import trio
+from .. import __version__
+from . import _chat, _demo, _dispatch, _monitor, _profiles, _run, _sessions
+from ._common import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    ArgumentParser,
+    add_agent_flags,
+    add_store_flag,
+    report_error,
+    unwrap_group,
+)
+
+Handler = Callable[[argparse.Namespace], int]
+
+if TYPE_CHECKING:
+    Subcommands: TypeAlias = argparse._SubParsersAction[ArgumentParser]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="rho-actors", description="A trio-native actor supervisor for LLM agents."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser(
-        "demo", help="run the offline demo against the embedded scripted model server"
-    )
-    demo.add_argument("--sessions", type=int, default=24, help="how many sessions to fan out")
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        from ._demo import demo_main
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return _interrupted()
+    except BrokenPipeError:
+        return _reader_went_away()
+    except BaseExceptionGroup as group:
+        if isinstance(unwrap_group(group), KeyboardInterrupt):
+            return _interrupted()
+        return report_error(group, debug=args.debug)
+    except Exception as exc:
+        return report_error(exc, debug=args.debug)
 
-        if args.sessions < 1:
-            parser.error("--sessions: expected a positive integer")
-        return trio.run(demo_main, args.sessions)
-    parser.error(f"unknown command {args.command!r}")
-    return 2
+
+def _interrupted() -> int:
+    """Ctrl-C before a command installed its own handling (or after it removed it)."""
+    print("\ninterrupted", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def _reader_went_away() -> int:
+    """``rho-actors sessions list | head``: the reader left; stop quietly, as Unix tools do.
+
+    stdout is pointed at /dev/null so the interpreter's final flush does not
+    fail a second time with a traceback.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_ERROR
+
+
+def build_parser() -> ArgumentParser:
+    # --debug is accepted before or after the command name; SUPPRESS keeps a
+    # subcommand's default from overwriting the one given before it.
+    common = ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show tracebacks for errors",
+    )
+    parser = ArgumentParser(
+        prog="rho-actors",
+        description="A trio-native actor supervisor for LLM agents.",
+        epilog="Run `rho-actors demo` for an offline tour (no API key needed).",
+    )
+    parser.add_argument("--version", action="version", version=f"rho-actors {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run(commands, common)
+    _add_chat(commands, common)
+    _add_dispatch(commands, common)
+    _add_sessions(commands, common)
+    _add_monitor(commands, common)
+    _add_profiles(commands, common)
+    _add_demo(commands, common)
+    return parser
+
+
+def _command(
+    commands: Subcommands,
+    common: ArgumentParser,
+    name: str,
+    handler: Handler,
+    help: str,
+) -> ArgumentParser:
+    parser = commands.add_parser(name, help=help, description=help, parents=[common])
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def _add_run(commands: Subcommands, common: ArgumentParser) -> None:
+    run = _command(commands, common, "run", _run.main, "run one prompt, streaming as it happens")
+    run.add_argument("prompt", metavar="PROMPT", help="the prompt ('-' reads it from stdin)")
+    add_agent_flags(run)
+    add_store_flag(run)
+    run.add_argument(
+        "--output",
+        metavar="FILE",
+        help="write the final text there (a .json FILE gets the whole result)",
+    )
+    run.add_argument("--yes", action="store_true", help="approve every call that asks")
+
+
+def _add_chat(commands: Subcommands, common: ArgumentParser) -> None:
+    chat = _command(commands, common, "chat", _chat.main, "a multi-turn conversation (a REPL)")
+    add_agent_flags(chat)
+    add_store_flag(chat)
+    chat.add_argument("--yes", action="store_true", help="approve every call that asks")
+
+
+def _add_dispatch(commands: Subcommands, common: ArgumentParser) -> None:
+    dispatch = _command(
+        commands, common, "dispatch", _dispatch.main, "run many prompts at once (a fan-out)"
+    )
+    dispatch.add_argument(
+        "file",
+        metavar="FILE",
+        help="tasks: YAML (a list, or {tasks: [...]}) or JSONL; each has a prompt "
+        "and optionally id, profile, model, working_dir",
+    )
+    dispatch.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=8,
+        metavar="N",
+        help="runs in flight at once (default: 8)",
+    )
+    dispatch.add_argument(
+        "--output", metavar="FILE", help="results as JSONL, one line per task as it finishes"
+    )
+    add_agent_flags(dispatch)
+    add_store_flag(dispatch)
+    dispatch.add_argument("--no-store", action="store_true", help="do not persist the sessions")
+
+
+def _add_sessions(commands: Subcommands, common: ArgumentParser) -> None:
+    sessions = commands.add_parser(
+        "sessions", help="list, show, resume and export stored sessions", parents=[common]
+    )
+    actions = sessions.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = _command(actions, common, "list", _sessions.list_main, "list stored sessions")
+    add_store_flag(listing)
+    show = _command(actions, common, "show", _sessions.show_main, "show a session's transcript")
+    show.add_argument("id", metavar="ID", help="a session id or a unique prefix of one")
+    show.add_argument("--full", action="store_true", help="do not shorten long tool results")
+    add_store_flag(show)
+    resume = _command(
+        actions, common, "resume", _sessions.resume_main, "continue a session in the chat REPL"
+    )
+    resume.add_argument("id", metavar="ID", help="a session id or a unique prefix of one")
+    add_agent_flags(resume)
+    add_store_flag(resume)
+    resume.add_argument("--yes", action="store_true", help="approve every call that asks")
+    export = _command(actions, common, "export", _sessions.export_main, "a session as JSON")
+    export.add_argument("id", metavar="ID", help="a session id or a unique prefix of one")
+    export.add_argument("--output", metavar="FILE", help="write there instead of stdout")
+    add_store_flag(export)
+
+
+def _add_monitor(commands: Subcommands, common: ArgumentParser) -> None:
+    monitor = _command(
+        commands, common, "monitor", _monitor.main, "a live table of the sessions in a store"
+    )
+    add_store_flag(monitor)
+    monitor.add_argument("--once", action="store_true", help="print the table once and exit")
+    monitor.add_argument(
+        "--interval", type=_positive_float, default=1.0, metavar="SECONDS", help="refresh period"
+    )
+    monitor.add_argument(
+        "--limit", type=_positive_int, default=40, metavar="N", help="rows shown (default: 40)"
+    )
+    monitor.add_argument(
+        "--cancel", metavar="ID", help="ask the process running this session to cancel its run"
+    )
+    monitor.add_argument(
+        "--reason", default="cancelled from rho-actors monitor", help="the reason given"
+    )
+
+
+def _add_profiles(commands: Subcommands, common: ArgumentParser) -> None:
+    profiles = commands.add_parser(
+        "profiles", help="what each permission profile allows", parents=[common]
+    )
+    actions = profiles.add_subparsers(dest="action", required=True, metavar="ACTION")
+    _command(actions, common, "list", _profiles.list_main, "the profiles you can name")
+    show = _command(actions, common, "show", _profiles.show_main, "every field of a profile")
+    show.add_argument("name", metavar="NAME", help="a profile name or a YAML path")
+
+
+def _add_demo(commands: Subcommands, common: ArgumentParser) -> None:
+    demo = _command(
+        commands, common, "demo", _demo.main, "an offline tour against an embedded scripted model"
+    )
+    demo.add_argument(
+        "--sessions",
+        type=_positive_int,
+        default=24,
+        metavar="N",
+        help="sessions in the fan-out (default: 24)",
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
 
 
 if __name__ == "__main__":
