@@ -13,6 +13,7 @@ import trio.testing
 from rho_actors import (
     ActorCrashed,
     Agent,
+    MailboxClosed,
     RunResult,
     Session,
     SessionStore,
@@ -319,3 +320,48 @@ async def test_cancel_request_from_another_process(
             assert info.status == "running"
             await trio.to_thread.run_sync(store.request_cancel, session.id, "from the monitor")
     assert results[0].status == "cancelled" and results[0].cancel_reason == "from the monitor"
+
+
+async def test_session_ref_send_ask_and_monitor(
+    server: ScriptedServer, make_agent: Callable[..., Agent]
+) -> None:
+    """A session's ref casts and calls messages; its monitor fires when the actor stops."""
+    from rho_actors import Cancel, Prompt, Stop
+
+    server.default = lambda request: Reply.text("via ask")
+    async with open_supervisor() as sup:
+        session = await sup.start_session(make_agent())
+        ref = session.ref
+        monitor = ref.monitor()
+        with trio.fail_after(5):
+            result: RunResult = await ref.ask(lambda reply: Prompt(prompt="hi", reply=reply))
+        assert result.text == "via ask"
+        await ref.send(Cancel(reason="nothing to cancel: not sticky"))
+        await ref.send(Stop())
+        with trio.fail_after(5):
+            assert await monitor.wait() == "stopped"
+        assert session.id not in sup.sessions
+        with pytest.raises(MailboxClosed, match="no running actor"):
+            await ref.send(Cancel())
+
+
+async def test_monitor_reports_a_temporary_sessions_failure(
+    server: ScriptedServer,
+    make_agent: Callable[..., Agent],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A temporary session that crashes is not restarted; its monitor says why."""
+    import rho_actors._session as session_module
+
+    async def crash(session: Session, **kwargs: Any) -> RunResult:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(session_module, "execute_run", crash)
+    async with open_supervisor() as sup:
+        session = await sup.start_session(make_agent(), restart="temporary")
+        monitor = session.ref.monitor()
+        with pytest.raises(ActorCrashed):
+            await session.run(prompt="go")
+        with trio.fail_after(5):
+            assert await monitor.wait() == "failed: RuntimeError: boom"
+        assert sup.restart_count == 0

@@ -52,11 +52,14 @@ from ._runtime import start_runtime as start_runtime
 from ._session import EventStream as EventStream
 from ._session import EventStreamOverflow as EventStreamOverflow
 from ._session import Session as Session
+from ._session import SessionMonitor as SessionMonitor
+from ._session import SessionRef as SessionRef
 from ._state import State as State
 from ._store._backend import DirectoryBackend as DirectoryBackend
 from ._store._backend import SessionInfo as SessionInfo
 from ._store._backend import StoreBackend as StoreBackend
 from ._store._session_store import SessionStore as SessionStore
+from ._supervisor import ChildSpec as ChildSpec
 from ._supervisor import Supervisor as Supervisor
 from ._supervisor import open_supervisor as open_supervisor
 from ._telemetry import TelemetryDB as TelemetryDB
@@ -82,6 +85,7 @@ __all__ = [
     "ApprovalInterrupt",
     "Cancel",
     "CancellationToken",
+    "ChildSpec",
     "CompactRequest",
     "CompactResult",
     "ConfigError",
@@ -105,6 +109,8 @@ __all__ = [
     "RuntimeOptions",
     "Session",
     "SessionInfo",
+    "SessionMonitor",
+    "SessionRef",
     "SessionStore",
     "State",
     "Stop",

@@ -25,7 +25,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, assert_never
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, assert_never
 
 import trio
 import yaml
@@ -34,7 +34,7 @@ from . import _records as r
 from ._actor import Mailbox, Reply, ask
 from ._cancel import CancellationToken
 from ._compaction import DEFAULT_THRESHOLD, context_window_for
-from ._errors import ActorCrashed, RhoError, single_exception
+from ._errors import ActorCrashed, MailboxClosed, RhoError, single_exception
 from ._events import AgentEvent, CompactResult, RunResult
 from ._llm import ModelSettings, ToolCall
 from ._messages import (
@@ -74,6 +74,8 @@ EVENT_STREAM_CAPACITY = 1024
 SESSION_MAILBOX_CAPACITY = 64
 
 _run_ids = itertools.count(1)
+
+T = TypeVar("T")
 
 
 class EventStreamOverflow(RhoError):
@@ -130,6 +132,82 @@ class EventStream:
         self.close()
 
 
+class SessionMonitor:
+    """Fires once when a session's actor stops for good (not on restart or hibernation).
+
+    ``reason`` is ``"stopped"``, ``"shut down"``, ``"terminated"`` or
+    ``"failed: ..."``.
+    """
+
+    __slots__ = ("_event", "reason")
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+        self.reason: str | None = None
+
+    def _fire(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+            self._event.set()
+
+    async def wait(self) -> str:
+        await self._event.wait()
+        assert self.reason is not None
+        return self.reason
+
+
+class SessionRef:
+    """A session as an actor address: cast, call with a deadline, monitor.
+
+    ``send`` and ``ask`` wake a hibernated session. Bound an ``ask`` with
+    ``trio.fail_after``: the request carries its own reply channel, so a
+    caller that gives up leaves nothing behind.
+    """
+
+    __slots__ = ("_session",)
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    @property
+    def id(self) -> str:
+        return self._session.id
+
+    async def _mailbox(self, what: str) -> Mailbox[SessionMessage]:
+        session = self._session
+        if session._hibernating:
+            await session.wake()
+        if session._mailbox is None or session._services is None:
+            raise MailboxClosed(
+                "the session has no running actor (start it under a supervisor)",
+                session_id=session.id,
+                operation=what,
+            )
+        return session._mailbox
+
+    async def send(self, message: SessionMessage) -> None:
+        """Cast: queue a message, do not wait for its effect."""
+        mailbox = await self._mailbox("send")
+        await mailbox.put(message, what="send", session_id=self.id)
+
+    async def ask(self, make: Callable[[Reply[T]], SessionMessage]) -> T:
+        """Call: send ``make(reply)`` and wait for the answer."""
+        mailbox = await self._mailbox("ask")
+        return await ask(mailbox, make, what="ask", session_id=self.id)
+
+    def monitor(self) -> SessionMonitor:
+        """A monitor that fires when the actor stops for good."""
+        session = self._session
+        monitor = SessionMonitor()
+        if session._supervisor is None and session._services is None:
+            monitor._fire("stopped")
+            return monitor
+        if session._monitors is None:
+            session._monitors = []
+        session._monitors.append(monitor)
+        return monitor
+
+
 class Session:
     """One conversation with an agent: its State, and the actor that runs it.
 
@@ -157,6 +235,7 @@ class Session:
         "_live_turns",
         "_mailbox",
         "_meta",
+        "_monitors",
         "_observability",
         "_on_disk",
         "_outbox",
@@ -250,6 +329,7 @@ class Session:
         self._hibernate_after: float | None = None
         self._hibernating = False
         self._waking: trio.Event | None = None
+        self._monitors: list[SessionMonitor] | None = None
         if store is not None:
             self._state.add_observer(self._record)
 
@@ -282,6 +362,16 @@ class Session:
         if self._store is None:
             raise RhoError("no store to load the state from", session_id=self._id)
         return self._store.load_state(self._id)
+
+    @property
+    def ref(self) -> SessionRef:
+        """The actor-layer handle: ``send`` (cast), ``ask`` (call), ``monitor``."""
+        return SessionRef(self)
+
+    def _actor_ended(self, reason: str) -> None:
+        monitors, self._monitors = self._monitors or [], None
+        for monitor in monitors:
+            monitor._fire(reason)
 
     @property
     def hibernating(self) -> bool:

@@ -68,7 +68,8 @@ class ChildSpec:
     ``task_status.started(value)`` once it is ready; ``value`` is what
     :meth:`Supervisor.start_child` returns. ``shutdown`` is the graceful
     wait in seconds after ``stop()`` is called (None: cancel at once).
-    ``on_restart`` runs before each restart (a session reloads its state).
+    ``on_restart`` runs before each restart (a session reloads its state);
+    ``on_exit(reason)`` when the child is gone for good.
     """
 
     id: str
@@ -77,7 +78,7 @@ class ChildSpec:
     shutdown: float | None = DEFAULT_SHUTDOWN_GRACE
     stop: Callable[[], None] | None = None
     on_restart: Callable[[], Awaitable[None]] | None = None
-    on_exit: Callable[[], None] | None = None
+    on_exit: Callable[[str], None] | None = None
 
 
 class _Started:
@@ -172,6 +173,7 @@ class Supervisor:
     async def _run_child(self, child: _Child, *, task_status: trio.TaskStatus[Any]) -> None:
         spec = child.spec
         first = _Started(task_status)
+        reason = "stopped"
         try:
             while True:
                 failure: Exception | None = None
@@ -189,6 +191,7 @@ class Supervisor:
                         child.restart_requested = False
                         await self._before_restart(child)
                         continue
+                    reason = "shut down" if child.stopping else "terminated"
                     return
                 if not first.started:
                     raise RhoError(f"child {spec.id!r} returned without reporting ready")
@@ -196,15 +199,20 @@ class Supervisor:
                     return
                 if failure is not None and spec.restart == "temporary":
                     self.last_failure = failure
+                    reason = f"failed: {type(failure).__name__}: {failure}"
                     return
-                self._count_restart(child, failure)
+                try:
+                    self._count_restart(child, failure)
+                except SupervisionError:
+                    reason = "failed: the supervisor gave up"
+                    raise
                 self._restart_siblings(child)
                 await self._before_restart(child)
         finally:
             if self._children.get(spec.id) is child:
                 del self._children[spec.id]
             if spec.on_exit is not None:
-                spec.on_exit()
+                spec.on_exit(reason)
             child.done.set()
 
     async def _before_restart(self, child: _Child) -> None:
@@ -319,7 +327,7 @@ class Supervisor:
             shutdown=session._shutdown,
             stop=session._request_stop,
             on_restart=reload,
-            on_exit=lambda: self._session_ended(session),
+            on_exit=lambda reason: self._session_ended(session, reason),
         )
         await self.start_child(spec)
 
@@ -330,10 +338,11 @@ class Supervisor:
         await session._reload_after_hibernation()
         await self._start_session_child(session)
 
-    def _session_ended(self, session: Session) -> None:
-        """Called when a session actor stops for good (not hibernation)."""
+    def _session_ended(self, session: Session, reason: str) -> None:
+        """Called when a session actor stops (for good, or to hibernate)."""
         if not session._hibernating:
             self.sessions.pop(session.id, None)
+            session._actor_ended(reason)
 
     async def resume_session(self, session_id: str, agent: Agent) -> Session:
         """Reload a stored session and start it here."""
