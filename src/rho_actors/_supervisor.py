@@ -41,6 +41,7 @@ import attrs
 import trio
 
 from ._errors import RhoError, SupervisionError, single_exception
+from ._gc import tuned_gc
 from ._registry import DEFAULT_MAX_SUBPROCESSES
 from ._services import Services, open_services
 from ._session import Session
@@ -452,33 +453,36 @@ async def open_supervisor(
     and frees its memory, keeping only its address; its next message wakes
     it from the store. ``max_subprocesses`` is the global limit on tool
     subprocesses (bash, rg) running at once. ``shutdown_grace`` is the
-    default graceful wait when the block ends.
+    default graceful wait when the block ends. While supervisors are open,
+    the garbage collector is tuned for many long-lived objects (see
+    ``rho_actors._gc``).
     """
     backend = store.backend if store is not None else None
     try:
-        async with (
-            open_services(backend, telemetry, max_subprocesses=max_subprocesses) as services,
-            trio.open_nursery() as nursery,
-        ):
-            supervisor = Supervisor(
-                nursery,
-                services,
-                store,
-                strategy=strategy,
-                max_restarts=max_restarts,
-                period=period,
-                hibernate_after=hibernate_after,
-            )
-            watcher_scope = trio.CancelScope()
-            if store is not None:
-                nursery.start_soon(_watch_cancel_requests, supervisor, watcher_scope)
-            try:
-                yield supervisor
-                with trio.move_on_after(shutdown_grace + 1):
-                    await supervisor._shutdown()
-            finally:
-                watcher_scope.cancel(reason="supervisor closing")
-                nursery.cancel_scope.cancel(reason="supervisor closed")
+        with tuned_gc():
+            async with (
+                open_services(backend, telemetry, max_subprocesses=max_subprocesses) as services,
+                trio.open_nursery() as nursery,
+            ):
+                supervisor = Supervisor(
+                    nursery,
+                    services,
+                    store,
+                    strategy=strategy,
+                    max_restarts=max_restarts,
+                    period=period,
+                    hibernate_after=hibernate_after,
+                )
+                watcher_scope = trio.CancelScope()
+                if store is not None:
+                    nursery.start_soon(_watch_cancel_requests, supervisor, watcher_scope)
+                try:
+                    yield supervisor
+                    with trio.move_on_after(shutdown_grace + 1):
+                        await supervisor._shutdown()
+                finally:
+                    watcher_scope.cancel(reason="supervisor closing")
+                    nursery.cancel_scope.cancel(reason="supervisor closed")
     except BaseExceptionGroup as group:
         escalated = _unwrap_supervision_error(group)
         if escalated is not None:

@@ -115,6 +115,18 @@ def info_from_meta(meta: Mapping[str, Any]) -> SessionInfo:
     )
 
 
+def _handle_budget() -> int:
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return 256
+    if soft == resource.RLIM_INFINITY:
+        return 4096
+    return max(16, min(4096, soft // 4))
+
+
 def _store_error(exc: OSError, what: str, path: Path, session_id: str | None) -> StoreError:
     reason = exc.strerror or str(exc)
     if exc.errno == errno.ENOSPC:
@@ -132,8 +144,10 @@ class DirectoryBackend:
         self.fsync = fsync
         # Open trace files, kept open between group commits.
         self._handles: dict[str, Any] = {}
-        # Bound the open handles; idle sessions are reopened on demand.
-        self._max_handles = 256
+        # Open trace files are kept (least recently used first out) so a
+        # busy session costs no open() per commit; bounded by a share of the
+        # process's file-descriptor limit.
+        self._max_handles = _handle_budget()
 
     def _dir(self, session_id: str) -> Path:
         if not session_id or "/" in session_id or session_id.startswith("."):
@@ -141,17 +155,19 @@ class DirectoryBackend:
         return self.root / session_id
 
     def _trace_handle(self, session_id: str) -> Any:
-        handle = self._handles.get(session_id)
-        if handle is None:
+        handle = self._handles.pop(session_id, None)
+        if handle is not None:
+            self._handles[session_id] = handle  # most recently used goes last
+        else:
             if len(self._handles) >= self._max_handles:
-                _, oldest = next(iter(self._handles.items()))
-                self._handles.pop(_)
-                oldest.close()
+                oldest_id = next(iter(self._handles))
+                self._handles.pop(oldest_id).close()
             folder = self._dir(session_id)
             path = folder / "trace.jsonl"
             try:
                 folder.mkdir(parents=True, exist_ok=True)
-                handle = open(path, "ab")  # noqa: SIM115 - kept open across commits
+                # Unbuffered: each commit is one write() straight to the kernel.
+                handle = open(path, "ab", buffering=0)  # noqa: SIM115 - kept open
             except OSError as exc:
                 raise _store_error(exc, "open trace", path, session_id) from exc
             self._handles[session_id] = handle
@@ -165,7 +181,6 @@ class DirectoryBackend:
                 data = b"".join(lines)
                 try:
                     handle.write(data)
-                    handle.flush()
                     if self.fsync:
                         os.fsync(handle.fileno())
                 except OSError as exc:
