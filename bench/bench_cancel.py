@@ -41,6 +41,27 @@ async def _poll(done: Callable[[], Awaitable[bool]], limit: float = 120) -> None
             await trio.sleep(0.005)
 
 
+async def _cancel_all(
+    n: int,
+    one: Callable[[int], Awaitable[None]],
+    ready: Callable[[], Awaitable[bool]],
+    token: CancellationToken,
+    all_returned: trio.Event,
+) -> tuple[float, float]:
+    """Start N runs, wait until they are all in flight, cancel them with one call.
+
+    Returns the moment of the cancel and the seconds until every run returned.
+    """
+    async with trio.open_nursery() as nursery:
+        for i in range(n):
+            nursery.start_soon(one, i)
+        await _poll(ready)
+        t0 = time.perf_counter()
+        token.cancel("bench")
+        await all_returned.wait()
+        return t0, time.perf_counter() - t0
+
+
 async def _count(marker: str) -> int:
     result = await trio.run_process(["pgrep", "-fc", marker], capture_stdout=True, check=False)
     return int(result.stdout.strip() or 0)
@@ -97,14 +118,7 @@ async def rho_streams(url: str, n: int, http: httpx2.AsyncClient) -> tuple[float
         async def all_open() -> bool:
             return bool(int((await stats(http, url))["open_streams"]) >= n)
 
-        async with trio.open_nursery() as nursery:
-            for i in range(n):
-                nursery.start_soon(one, i)
-            await _poll(all_open)
-            t0 = time.perf_counter()
-            token.cancel("bench")
-            await all_returned.wait()
-            returned = time.perf_counter() - t0
+        t0, returned = await _cancel_all(n, one, all_open, token, all_returned)
 
         async def all_closed() -> bool:
             return bool(int((await stats(http, url))["disconnects"]) - base >= n)
@@ -151,14 +165,7 @@ async def rho_sleeps(url: str, n: int, marker: str) -> tuple[float, int, int]:
         async def all_running() -> bool:
             return await _count(marker) >= n
 
-        async with trio.open_nursery() as nursery:
-            for i in range(n):
-                nursery.start_soon(one, i)
-            await _poll(all_running)
-            t0 = time.perf_counter()
-            token.cancel("bench")
-            await all_returned.wait()
-            returned = time.perf_counter() - t0
+        _, returned = await _cancel_all(n, one, all_running, token, all_returned)
     await trio.sleep(0.5)
     not_cancelled = sum(1 for r in results if r.status != "cancelled")
     return returned * 1000, await _count(marker), not_cancelled

@@ -42,6 +42,13 @@ def _summary_then(server: ScriptedServer, text: str = "SUMMARY") -> None:
     server.default = respond
 
 
+async def _three_turns(server: ScriptedServer, session: Session) -> None:
+    """Give the session a history with something old enough to summarise."""
+    server.add(Reply.text("a"), Reply.text("b"), Reply.text("c"))
+    for prompt in ("one", "two", "three"):
+        await session.run(prompt=prompt)
+
+
 async def test_threshold_crossing_compacts_exactly_once(
     server: ScriptedServer, make_agent: Callable[..., Agent]
 ) -> None:
@@ -87,9 +94,7 @@ async def test_context_length_error_compacts_and_retries_once(
 ) -> None:
     """A context-length error triggers one compaction and one retry of the same turn."""
     session = Session(make_agent())
-    server.add(Reply.text("a"), Reply.text("b"), Reply.text("c"))
-    for p in ("one", "two", "three"):
-        await session.run(prompt=p)
+    await _three_turns(server, session)
     server.add(Fault.context_length_exceeded(), Reply.text("SUMMARY"), Reply.text("fits now"))
     result = await session.run(prompt="four")
     assert result.status == "completed" and result.text == "fits now"
@@ -102,9 +107,7 @@ async def test_second_context_length_error_ends_the_run(
 ) -> None:
     """Only one retry: a second overflow is reported as an error."""
     session = Session(make_agent())
-    server.add(Reply.text("a"), Reply.text("b"), Reply.text("c"))
-    for p in ("one", "two", "three"):
-        await session.run(prompt=p)
+    await _three_turns(server, session)
     server.add(
         Fault.context_length_exceeded(), Reply.text("SUMMARY"), Fault.context_length_exceeded()
     )
@@ -119,9 +122,7 @@ async def test_failed_summary_leaves_history_untouched(
 ) -> None:
     """If the summary request fails, history stays exactly as it was and an error is emitted."""
     session = Session(make_agent())
-    server.add(Reply.text("a"), Reply.text("b"), Reply.text("c"))
-    for p in ("one", "two", "three"):
-        await session.run(prompt=p)
+    await _three_turns(server, session)
     before = list(session.state.messages)
     for _ in range(5):
         server.add(Fault.server_error(500))
@@ -151,9 +152,7 @@ async def test_cancel_during_compaction(
 ) -> None:
     """A cancel abandons a compaction in progress; history is untouched, the next run works."""
     session = Session(make_agent())
-    server.add(Reply.text("a"), Reply.text("b"), Reply.text("c"))
-    for p in ("one", "two", "three"):
-        await session.run(prompt=p)
+    await _three_turns(server, session)
     before = list(session.state.messages)
     session._compact_due = "auto"
     server.add(Reply.text("never", first_byte_delay=3600))
@@ -204,9 +203,7 @@ async def test_compaction_does_not_block_other_sessions(
     """While one session waits on a slow summary, another session's run completes."""
     agent = make_agent()
     slow = Session(agent)
-    server.add(Reply.text("a"), Reply.text("b"), Reply.text("c"))
-    for p in ("one", "two", "three"):
-        await slow.run(prompt=p)
+    await _three_turns(server, slow)
     server.add(Reply.text("SUMMARY", first_byte_delay=0.5))
     other_done: list[float] = []
 
