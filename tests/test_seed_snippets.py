@@ -112,6 +112,22 @@ async def test_session_settable_attributes_and_context_manager(seed_env: Path) -
 def test_exports_are_complete() -> None:
     """Every public name is exported explicitly and importable."""
     assert len(set(rho_actors.__all__)) == len(rho_actors.__all__)
+    from rho_actors._events import EVENT_TYPES
+
+    seed_event_types = {
+        "text",
+        "tool_start",
+        "tool_end",
+        "tool_blocked",
+        "api_call_complete",
+        "turn_complete",
+        "compact_start",
+        "compact_end",
+        "error",
+        "cancelled",
+        "interruption",
+    }
+    assert seed_event_types <= EVENT_TYPES
     for name in rho_actors.__all__:
         assert hasattr(rho_actors, name), name
     for name in (

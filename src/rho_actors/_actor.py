@@ -116,10 +116,6 @@ class Mailbox(Generic[M]):
         """Stop accepting messages; queued ones can still be read."""
         self._send.close()
 
-    @property
-    def queued(self) -> int:
-        return self._receive.statistics().current_buffer_used
-
     def drain(self) -> list[M]:
         out: list[M] = []
         while True:

@@ -130,10 +130,6 @@ class RateGate:
     def pause(self, seconds: float) -> None:
         self._resume_at = max(self._resume_at, trio.current_time() + seconds)
 
-    @property
-    def paused_for(self) -> float:
-        return max(0.0, self._resume_at - trio.current_time())
-
     async def wait(self) -> None:
         # Loop: another run may extend the pause while we sleep.
         while (delay := self._resume_at - trio.current_time()) > 0:  # noqa: ASYNC110

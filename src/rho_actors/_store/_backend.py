@@ -23,7 +23,7 @@ import datetime as dt
 import errno
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -317,10 +317,3 @@ class DirectoryBackend:
     def close(self) -> None:
         for session_id in list(self._handles):
             self._forget(session_id)
-
-
-def group_lines(items: Iterable[tuple[str, bytes]]) -> dict[str, list[bytes]]:
-    grouped: dict[str, list[bytes]] = {}
-    for session_id, line in items:
-        grouped.setdefault(session_id, []).append(line)
-    return grouped
