@@ -26,7 +26,6 @@ class Services:
     clients: ModelClients
     registry: RegistryRef
     store: StoreRef | None
-    nursery: trio.Nursery
 
 
 @asynccontextmanager
@@ -44,7 +43,7 @@ async def open_services(
         if backend is not None or telemetry is not None:
             store = await nursery.start(serve_store, backend, telemetry)
         try:
-            yield Services(clients=clients, registry=registry, store=store, nursery=nursery)
+            yield Services(clients=clients, registry=registry, store=store)
         finally:
             # Closing the mailboxes lets both actors drain and return on their own,
             # so writes already accepted by the Store are committed.
