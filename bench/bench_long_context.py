@@ -20,6 +20,7 @@ import sys
 import time
 from typing import Any
 
+import attrs
 import httpx2
 import openai
 import trio
@@ -68,7 +69,7 @@ async def main(n_messages: int, calls: int) -> None:
 
             raw_ms = await timed(calls, raw)
         async with open_model_clients() as clients:
-            client = ModelClient(clients, attrs_evolve(settings, base_url=url))
+            client = ModelClient(clients, attrs.evolve(settings, base_url=url))
 
             async def ours() -> None:
                 await client.stream(state.encoded_messages(), None)
@@ -88,12 +89,6 @@ async def main(n_messages: int, calls: int) -> None:
     print(f"  raw httpx2 POST            {raw_ms:7.2f} ms")
     print(f"  rho_actors ModelClient     {ours_ms:7.2f} ms   ({ours_ms / raw_ms:.2f}x raw)")
     print(f"  openai create(messages=)   {openai_ms:7.2f} ms   ({openai_ms / raw_ms:.2f}x raw)")
-
-
-def attrs_evolve(settings: ModelSettings, **changes: Any) -> ModelSettings:
-    import attrs
-
-    return attrs.evolve(settings, **changes)
 
 
 if __name__ == "__main__":

@@ -228,9 +228,6 @@ class ModelClients:
             found = self._providers[key] = _Provider(base_url, api_key)
         return found
 
-    def gate(self, base_url: str | None, api_key: str) -> RateGate:
-        return self.provider(base_url, api_key).gate
-
     async def aclose(self) -> None:
         self.closed = True
         with trio.CancelScope(shield=True):

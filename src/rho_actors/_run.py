@@ -391,24 +391,18 @@ async def compact_now(
 def _batches(calls: list[ToolCall], session: Session) -> list[list[ToolCall]]:
     """Group consecutive read-only calls so they can run in parallel."""
     batches: list[list[ToolCall]] = []
+    last_parallel = False
     for call in calls:
         handler = session.tool(call.name)
-        readonly = (
+        parallel = (
             handler is not None and handler.readonly and not session.needs_approval(handler, call)
         )
-        if readonly and batches and batches[-1] and _all_readonly(batches[-1], session):
+        if parallel and last_parallel:
             batches[-1].append(call)
         else:
             batches.append([call])
+        last_parallel = parallel
     return batches
-
-
-def _all_readonly(batch: list[ToolCall], session: Session) -> bool:
-    for call in batch:
-        handler = session.tool(call.name)
-        if handler is None or not handler.readonly or session.needs_approval(handler, call):
-            return False
-    return True
 
 
 async def _run_tools(
@@ -490,12 +484,17 @@ async def _run_one(
         if verdict is not True:
             await _deny(session, events, call, verdict)
             return None
+    await _execute(session, events, call, totals)
+    return None
+
+
+async def _execute(session: Session, events: Events, call: ToolCall, totals: _RunTotals) -> None:
+    """Run one call and record its result."""
     output = await _invoke(session, events, call, totals)
     session.state.add_tool_result(call.id, output.content)
     # Each answered call is committed at once: a crash later in the turn
     # keeps it, so recovery only re-answers the calls that never finished.
     await session._persist()
-    return None
 
 
 async def _invoke(
@@ -649,11 +648,10 @@ async def _answer_pending(
             name=str(raw.get("function", {}).get("name", "")),
             arguments=str(raw.get("function", {}).get("arguments", "")),
         )
-        if any(p.tool_call_id == call.id for p in state.pending_approvals):
+        pending = next((p for p in state.pending_approvals if p.tool_call_id == call.id), None)
+        if pending is not None:
             if call.id not in decided:
-                control.paused.append(
-                    next(p for p in state.pending_approvals if p.tool_call_id == call.id)
-                )
+                control.paused.append(pending)
                 continue
             approved, reason = decided[call.id]
             state.resolve_approval(call.id, approved, reason)
@@ -661,8 +659,7 @@ async def _answer_pending(
                 await _deny(session, events, call, reason or "denied")
                 continue
             totals.tool_executions += 1
-            output = await _invoke(session, events, call, totals)
-            state.add_tool_result(call.id, output.content)
+            await _execute(session, events, call, totals)
         else:
             result = await _run_one(session, events, control, call, totals)
             if result is not None:

@@ -132,6 +132,15 @@ class EventStream:
         self.close()
 
 
+_RECONFIGURABLE = frozenset({"profile", "working_dir", "auto_approve", "enable_delegate"})
+
+
+def _check_reconfigurable(changes: dict[str, Any]) -> None:
+    unknown = set(changes) - _RECONFIGURABLE
+    if unknown:
+        raise TypeError(f"cannot reconfigure {', '.join(sorted(unknown))}")
+
+
 class SessionMonitor:
     """Fires once when a session's actor stops for good (not on restart or hibernation).
 
@@ -520,9 +529,7 @@ class Session:
 
         Applied at the start of the next turn (never in the middle of a tool).
         """
-        unknown = set(changes) - {"profile", "working_dir", "auto_approve", "enable_delegate"}
-        if unknown:
-            raise TypeError(f"cannot reconfigure {', '.join(sorted(unknown))}")
+        _check_reconfigurable(changes)
         if "profile" in changes:
             # Resolved here (off the event loop: it may read a YAML file) so a
             # bad profile fails the caller, not the run.
@@ -534,25 +541,25 @@ class Session:
             self._apply_reconfigure()
 
     def reconfigure_nowait(self, **changes: Any) -> None:
-        """:meth:`reconfigure` for synchronous callers (``profile`` must be loaded already).
+        """:meth:`reconfigure` for synchronous callers (a profile name may read a YAML file).
 
         Sent as a ``Reconfigure`` message if the actor is running and its
         mailbox has room; otherwise recorded directly, which the actor reads
         at the same point (the start of the next turn).
         """
-        unknown = set(changes) - {"profile", "working_dir", "auto_approve", "enable_delegate"}
-        if unknown:
-            raise TypeError(f"cannot reconfigure {', '.join(sorted(unknown))}")
-        if "profile" in changes and not isinstance(changes["profile"], PermissionProfile):
+        _check_reconfigurable(changes)
+        if "profile" in changes:
             changes["profile"] = load_profile(changes["profile"])
-        message = Reconfigure(changes=changes)
-        if self._mailbox is not None and self._services is not None:
-            if self._mailbox.put_nowait(message):
-                return
-            self._pending_changes.update(changes)
+        running = self._mailbox is not None and self._services is not None
+        if (
+            running
+            and self._mailbox is not None
+            and self._mailbox.put_nowait(Reconfigure(changes=changes))
+        ):
             return
         self._pending_changes.update(changes)
-        self._apply_reconfigure()
+        if not running:
+            self._apply_reconfigure()
 
     def events(self, capacity: int = EVENT_STREAM_CAPACITY) -> EventStream:
         """A stream of every event from now on; ``async for`` over it."""

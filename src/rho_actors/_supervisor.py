@@ -82,28 +82,18 @@ class ChildSpec:
     on_exit: Callable[[str], None] | None = None
 
 
-class _Started:
-    """Wraps a task_status to remember whether the child reported ready."""
+class _ReadyReporter:
+    """A task_status for a child's first start that remembers whether it reported ready."""
 
-    __slots__ = ("_inner", "started")
+    __slots__ = ("_inner", "reported")
 
     def __init__(self, inner: trio.TaskStatus[Any]) -> None:
         self._inner = inner
-        self.started = False
-
-    def started_(self, value: Any = None) -> None:
-        self.started = True
-        self._inner.started(value)
-
-
-class _StatusProxy:
-    __slots__ = ("_owner",)
-
-    def __init__(self, owner: _Started) -> None:
-        self._owner = owner
+        self.reported = False
 
     def started(self, value: Any = None) -> None:
-        self._owner.started_(value)
+        self.reported = True
+        self._inner.started(value)
 
 
 class _Child:
@@ -173,18 +163,18 @@ class Supervisor:
 
     async def _run_child(self, child: _Child, *, task_status: trio.TaskStatus[Any]) -> None:
         spec = child.spec
-        first = _Started(task_status)
+        first = _ReadyReporter(task_status)
         reason = "stopped"
         try:
             while True:
                 failure: Exception | None = None
                 child.scope = trio.CancelScope()
-                status: Any = _StatusProxy(first) if not first.started else trio.TASK_STATUS_IGNORED
+                status: Any = first if not first.reported else trio.TASK_STATUS_IGNORED
                 with child.scope:
                     try:
                         await spec.start(task_status=status)
                     except Exception as exc:
-                        if not first.started:
+                        if not first.reported:
                             raise  # a child that cannot start fails its starter
                         failure = single_exception(exc)
                 if child.scope.cancelled_caught or child.stopping:
@@ -194,7 +184,7 @@ class Supervisor:
                         continue
                     reason = "shut down" if child.stopping else "terminated"
                     return
-                if not first.started:
+                if not first.reported:
                     raise RhoError(f"child {spec.id!r} returned without reporting ready")
                 if failure is None and spec.restart != "permanent":
                     return
