@@ -569,8 +569,8 @@ class Session:
         """Release the session. Local sessions hold nothing; open event streams end."""
         for stream in list(self._streams):
             stream._send.close()
-        if self._mailbox is not None and self._services is not None and self._users == 0:
-            self._mailbox.put_nowait(Stop())
+        if self._services is not None and self._users == 0:
+            self._request_stop()
 
     async def get_sandbox(self) -> Any:
         """The remote sandbox of a Daytona-backed session; None for the local backend."""

@@ -344,9 +344,7 @@ class Supervisor:
 
     async def stop_session(self, session: Session) -> None:
         """Stop a session after its current message (by its shutdown policy)."""
-        child = self._children.get(f"session:{session.id}")
-        if child is not None:
-            await self._shutdown_child(child)
+        await self.terminate_child(f"session:{session.id}")
         self.sessions.pop(session.id, None)
 
     async def recover(self, agent_factory: Callable[[str], Agent] | None = None) -> list[Session]:
