@@ -181,6 +181,8 @@ async def main(n: int, n_bash: int) -> None:
         print(f"  bare openai + cancel scope  {b_ret:8.1f} ms {b_closed:8.1f} ms")
         print(f"  rho_actors + token.cancel   {r_ret:8.1f} ms {r_closed:8.1f} ms", end="")
         print(f"   (not cancelled: {not_cancelled})")
+        if n_bash <= 0:
+            return
         pid = os.getpid()
         bb_ret, bb_left = await bare_sleeps(n_bash, f"30.{pid}1")
         # The server answers "sleep <marker>" prompts with a bash tool call.

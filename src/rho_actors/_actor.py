@@ -1,22 +1,41 @@
 """Mailboxes and replies: the plumbing every actor shares.
 
-A request carries its own reply channel (capacity 1); replies never go into a
-mailbox, so an actor can never deadlock waiting for its own answer. Callers
-bound their wait with a cancel scope (``trio.fail_after``) around :func:`ask`.
+Both are built directly on trio's low-level park/reschedule primitives rather
+than on memory channels. A memory channel pair (shared state, two endpoint
+objects, a deque, two task tables) costs about 1.5 KiB and several
+allocations; an actor system creates one mailbox per session and one reply
+per request, so that cost is paid ten thousand times for idle sessions and
+tens of thousands of times per second by the Store. A :class:`Mailbox` holds
+one slot for its single reader and allocates its queue only while messages
+are waiting; a :class:`Reply` is one small object shared by the asking and
+the answering side.
 
-If an actor drops a request without answering (it stopped or crashed), it
-closes the reply channel and the caller gets :class:`ActorCrashed` rather
-than waiting forever.
+A request carries its own reply; replies never go into a mailbox, so an actor
+can never deadlock waiting for its own answer. Callers bound their wait with a
+cancel scope (``trio.fail_after``) around :func:`ask`. If an actor drops a
+request without answering (it stopped or crashed), the caller gets
+:class:`ActorCrashed` rather than waiting forever.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-import attrs
 import outcome
 import trio
+from trio.lowlevel import (
+    Abort,
+    ParkingLot,
+    RaiseCancelT,
+    Task,
+    cancel_shielded_checkpoint,
+    checkpoint_if_cancelled,
+    current_task,
+    reschedule,
+    wait_task_rescheduled,
+)
 
 from ._errors import ActorCrashed, MailboxClosed
 
@@ -27,102 +46,197 @@ M = TypeVar("M")
 # control messages; small enough that a flood slows its producer.
 DEFAULT_MAILBOX_CAPACITY = 64
 
+# What a dropped reply delivers to its waiting caller.
+_DROPPED: outcome.Value[Any] = outcome.Value(None)
 
-@attrs.frozen(slots=True)
+
 class Reply(Generic[T]):
-    """The answering end of a request: use it exactly once."""
+    """A one-shot answer: the actor settles it once, the caller awaits it once.
 
-    _channel: trio.MemorySendChannel[outcome.Outcome[T]]
+    Settling is synchronous and never fails, so an actor can answer from
+    anywhere (including ``finally`` blocks) without a checkpoint. Settling a
+    second time is ignored.
+    """
+
+    __slots__ = ("_abandoned", "_result", "_waiter")
+
+    def __init__(self) -> None:
+        self._result: outcome.Outcome[T] | None = None
+        self._waiter: Task | None = None
+        self._abandoned = False
 
     def send(self, value: T) -> None:
-        self._deliver(outcome.Value(value))
+        self._settle(outcome.Value(value))
 
     def fail(self, error: BaseException) -> None:
-        self._deliver(outcome.Error(error))
-
-    def _deliver(self, result: outcome.Outcome[T]) -> None:
-        try:
-            self._channel.send_nowait(result)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.WouldBlock):
-            pass  # the caller went away, or was already answered
-        finally:
-            self._channel.close()
+        self._settle(outcome.Error(error))
 
     def drop(self) -> None:
         """Give up on the request: the caller sees :class:`ActorCrashed`."""
-        self._channel.close()
+        self._settle(_DROPPED)
+
+    def _settle(self, result: outcome.Outcome[T]) -> None:
+        if self._result is not None:
+            return
+        self._result = result
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            reschedule(waiter)
 
     @property
     def abandoned(self) -> bool:
         """True once the caller stopped waiting (cancelled or timed out)."""
-        stats = self._channel.statistics()
-        return stats.open_receive_channels == 0
+        return self._abandoned
 
+    def _abort(self, raise_cancel: RaiseCancelT) -> Abort:
+        self._waiter = None
+        self._abandoned = True
+        return Abort.SUCCEEDED
 
-def open_reply(
-    type_: type[T] | None = None,
-) -> tuple[Reply[T], trio.MemoryReceiveChannel[outcome.Outcome[T]]]:
-    send, receive = trio.open_memory_channel[outcome.Outcome[T]](1)
-    return Reply(send), receive
-
-
-async def await_reply(
-    receive: trio.MemoryReceiveChannel[outcome.Outcome[T]],
-    *,
-    what: str,
-    session_id: str | None = None,
-) -> T:
-    with receive:
-        try:
-            result = await receive.receive()
-        except trio.EndOfChannel:
+    async def wait(self, *, what: str, session_id: str | None = None) -> T:
+        """The answer; cancelling the wait marks the request abandoned."""
+        if self._result is None:
+            self._waiter = current_task()
+            await wait_task_rescheduled(self._abort)
+        else:
+            try:
+                await trio.lowlevel.checkpoint()
+            except BaseException:
+                self._abandoned = True
+                raise
+        result = self._result
+        assert result is not None
+        if result is _DROPPED:
             raise ActorCrashed(
                 "the actor stopped before answering", session_id=session_id, operation=what
-            ) from None
-    return result.unwrap()
+            )
+        return result.unwrap()
 
 
 class Mailbox(Generic[M]):
-    """A bounded queue of messages for one actor (backpressure by design)."""
+    """A bounded queue of messages for one actor (backpressure by design).
 
-    __slots__ = ("_receive", "_send")
+    One task reads at a time (the actor). Senders wait while it is full.
+    After :meth:`close`, sends fail with :class:`MailboxClosed` and the
+    reader gets the queued messages, then :class:`trio.EndOfChannel`.
+    """
+
+    __slots__ = ("_capacity", "_closed", "_queue", "_reader", "_senders")
 
     def __init__(self, capacity: int = DEFAULT_MAILBOX_CAPACITY) -> None:
-        self._send, self._receive = trio.open_memory_channel[M](capacity)
+        if capacity < 1:
+            raise ValueError(f"mailbox capacity must be at least 1, got {capacity}")
+        self._capacity = capacity
+        self._closed = False
+        # Allocated only while messages wait: most mailboxes are empty.
+        self._queue: deque[M] | None = None
+        self._reader: Task | None = None
+        self._senders: ParkingLot | None = None
+
+    def __len__(self) -> int:
+        return len(self._queue) if self._queue is not None else 0
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _offer(self, message: M) -> bool:
+        """Deliver or queue ``message`` if there is room (the mailbox is open)."""
+        reader = self._reader
+        if reader is not None:
+            # A waiting reader implies an empty queue: hand it over directly.
+            self._reader = None
+            reschedule(reader, outcome.Value(message))
+            return True
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        elif len(queue) >= self._capacity:
+            return False
+        queue.append(message)
+        return True
 
     async def put(self, message: M, *, what: str = "send", session_id: str | None = None) -> None:
-        try:
-            await self._send.send(message)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise MailboxClosed(
-                "the actor's mailbox is closed", session_id=session_id, operation=what
-            ) from None
+        """Queue ``message``, waiting while the mailbox is full.
+
+        Not a schedule point when there is room: the reply the caller then
+        waits for is, and skipping the extra yield halves the scheduler
+        passes of a request.
+        """
+        await checkpoint_if_cancelled()
+        while True:
+            if self._closed:
+                raise MailboxClosed(
+                    "the actor's mailbox is closed", session_id=session_id, operation=what
+                )
+            if self._offer(message):
+                return
+            if self._senders is None:
+                self._senders = ParkingLot()
+            await self._senders.park()
 
     def put_nowait(self, message: M) -> bool:
         """Queue without waiting; False if the mailbox is full or closed."""
-        try:
-            self._send.send_nowait(message)
-        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-            return False
-        return True
+        return not self._closed and self._offer(message)
+
+    def _take(self) -> M:
+        queue = self._queue
+        assert queue is not None
+        message = queue.popleft()
+        if not queue:
+            self._queue = None
+        if self._senders:  # a ParkingLot is true while tasks are parked in it
+            self._senders.unpark()
+        return message
+
+    def _reader_abort(self, raise_cancel: RaiseCancelT) -> Abort:
+        self._reader = None
+        return Abort.SUCCEEDED
 
     async def get(self) -> M:
-        return await self._receive.receive()
+        """The next message; :class:`trio.EndOfChannel` once closed and empty."""
+        await checkpoint_if_cancelled()
+        if self._queue:
+            queued = self._take()
+            await cancel_shielded_checkpoint()
+            return queued
+        if self._closed:
+            await cancel_shielded_checkpoint()
+            raise trio.EndOfChannel
+        if self._reader is not None:
+            raise trio.BusyResourceError("another task is already reading this mailbox")
+        self._reader = current_task()
+        message: M = await wait_task_rescheduled(self._reader_abort)
+        return message
 
     def get_nowait(self) -> M:
-        return self._receive.receive_nowait()
+        """The next queued message, or :class:`trio.WouldBlock` (``EndOfChannel`` once closed)."""
+        if self._queue:
+            return self._take()
+        if self._closed:
+            raise trio.EndOfChannel
+        raise trio.WouldBlock
 
     def close(self) -> None:
         """Stop accepting messages; queued ones can still be read."""
-        self._send.close()
+        if self._closed:
+            return
+        self._closed = True
+        reader = self._reader
+        if reader is not None:
+            self._reader = None
+            reschedule(reader, outcome.Error(trio.EndOfChannel()))
+        if self._senders is not None:
+            self._senders.unpark_all()
 
     def drain(self) -> list[M]:
-        out: list[M] = []
-        while True:
-            try:
-                out.append(self._receive.receive_nowait())
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                return out
+        """Take every queued message at once."""
+        queue = self._queue
+        self._queue = None
+        if self._senders is not None:
+            self._senders.unpark_all()
+        return list(queue) if queue is not None else []
 
 
 async def ask(
@@ -133,11 +247,6 @@ async def ask(
     session_id: str | None = None,
 ) -> T:
     """Send ``make(reply)`` to ``mailbox`` and wait for the answer."""
-    send, receive = trio.open_memory_channel[outcome.Outcome[T]](1)
-    reply = Reply(send)
-    try:
-        await mailbox.put(make(reply), what=what, session_id=session_id)
-    except BaseException:
-        receive.close()
-        raise
-    return await await_reply(receive, what=what, session_id=session_id)
+    reply: Reply[T] = Reply()
+    await mailbox.put(make(reply), what=what, session_id=session_id)
+    return await reply.wait(what=what, session_id=session_id)

@@ -24,7 +24,7 @@ import attrs
 import jsonschema
 import trio
 
-from ._actor import Mailbox, Reply, open_reply
+from ._actor import Mailbox, Reply
 from ._errors import ActorCrashed
 from ._tools import ToolContext, ToolHandler, ToolOutput
 
@@ -182,7 +182,7 @@ class RegistryRef:
     ) -> ToolOutput:
         """Run one tool call; cancelling this call stops the tool."""
         ticket = Ticket()
-        reply, receive = open_reply(ToolOutput)
+        reply: Reply[ToolOutput] = Reply()
         message = Invoke(
             handler=handler,
             tool_name=tool_name,
@@ -191,22 +191,19 @@ class RegistryRef:
             ticket=ticket,
             reply=reply,
         )
-        with receive:
-            try:
-                await self._mailbox.put(
-                    message, what=f"invoke {tool_name}", session_id=ctx.session_id
-                )
-                result = await receive.receive()
-            except trio.EndOfChannel:
-                raise ActorCrashed(
-                    "the registry stopped before the tool finished",
-                    session_id=ctx.session_id,
-                    operation=f"tool {tool_name}",
-                ) from None
-            except BaseException:
-                ticket.abandon()
-                raise
-        return result.unwrap()
+        what = f"tool {tool_name}"
+        await self._mailbox.put(message, what=what, session_id=ctx.session_id)
+        try:
+            return await reply.wait(what=what, session_id=ctx.session_id)
+        except ActorCrashed as exc:
+            raise ActorCrashed(
+                "the registry stopped before the tool finished",
+                session_id=ctx.session_id,
+                operation=what,
+            ) from exc
+        except BaseException:
+            ticket.abandon()
+            raise
 
     def close(self) -> None:
         self._mailbox.close()
