@@ -3,11 +3,14 @@
 * awake: N sessions started under one supervisor, idle (their actor task
   waiting on its mailbox). Baseline: N bare trio tasks each waiting on its
   own memory channel, the least an actor with a mailbox can cost.
-* hibernated: the same N sessions after one run each and ``hibernate_after``
-  has passed: no task, no state in memory, only the address.
+* hibernated: the same N sessions after one run each, hibernated
+  (``Supervisor.hibernate_idle``): no task, no state in memory, only the
+  address. The figure is the live allocations that go away when the
+  hibernated sessions are dropped, divided by N.
 * construction: ``Agent(config)`` and ``Session(agent)``, per object.
 
-Figures are RSS growth divided by N (this process, /proc/self/status).
+Figures are RSS growth divided by N (/proc/self/status), each measured in a
+fresh process, or live Python allocations (tracemalloc) where marked.
 
     python bench/bench_memory.py --n 10000
 """
@@ -16,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +30,7 @@ from pathlib import Path
 
 import trio
 
-from rho_actors import Agent, AgentConfig, Cancel, Session, SessionStore, open_supervisor
+from rho_actors import Agent, AgentConfig, Session, SessionStore, open_supervisor
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _server import server_process
@@ -85,26 +90,30 @@ async def sessions(n: int, root: Path, *, traced: bool) -> tuple[float, float]:
             async with trio.open_nursery() as nursery:
                 for session in started:
                     nursery.start_soon(session.run, "hello")
-            for session in started:
-                session._hibernate_after = 0.0
-                if session._mailbox is not None:
-                    session._mailbox.put_nowait(_nudge())
+            sup.hibernate_idle()
             with trio.fail_after(600):
                 while not all(s.hibernating for s in started):  # noqa: ASYNC110
                     await trio.sleep(0.05)
             # Idle keep-alive connections left by the burst belong to the
             # supervisor's pools, not to the sessions: drop them first.
             await sup.services.clients.aclose()
+            await trio.testing.wait_all_tasks_blocked()
             gc.collect()
-            hibernated = (used() - before) / n
+            with_hibernated = used()
+            # What the hibernated sessions hold is what goes away with them.
+            # (Measuring against the start instead would also count what the
+            # burst of runs left behind: grown dicts and sets, interned
+            # strings, lazily imported modules.)
+            keep = started[0]
+            for session in started[1:]:
+                del sup.sessions[session.id]
+            del started
+            gc.collect()
+            hibernated = (with_hibernated - used()) / (n - 1)
             tracemalloc.stop()
-            woken = await _wake_one(started[0])
+            woken = await _wake_one(keep)
             assert woken == "ok", woken
             return awake, hibernated
-
-
-def _nudge() -> Cancel:
-    return Cancel(reason="nudge: re-arm the hibernation timer")
 
 
 async def _wake_one(session: Session) -> str:
@@ -126,11 +135,33 @@ def construction(n: int) -> tuple[float, float]:
     return agent_us, session_us
 
 
-async def main(n: int) -> None:
-    bare = await bare_tasks(n)
-    with tempfile.TemporaryDirectory() as tmp:
-        awake_rss, _ = await sessions(n, Path(tmp) / "a", traced=False)
-        awake_traced, hibernated = await sessions(n, Path(tmp) / "b", traced=True)
+async def phase(name: str, n: int) -> None:
+    """One measurement, in a process of its own (see :func:`main`)."""
+    if name == "bare":
+        figures: tuple[float, ...] = (await bare_tasks(n),)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            figures = await sessions(n, Path(tmp), traced=name == "traced")
+    print(json.dumps(figures))
+
+
+def run_phase(name: str, n: int) -> list[float]:
+    """Each RSS figure comes from a fresh process: memory freed by an earlier
+    phase stays mapped, and a later phase reusing it would look cheaper."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--n", str(n), "--phase", name],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    figures: list[float] = json.loads(out.strip().splitlines()[-1])
+    return figures
+
+
+def main(n: int) -> None:
+    (bare,) = run_phase("bare", n)
+    awake_rss, _ = run_phase("rss", n)
+    awake_traced, hibernated = run_phase("traced", n)
     agent_us, session_us = construction(2000)
     print(f"N={n}")
     print(f"  baseline: bare task + memory channel (RSS)     {bare / 1024:6.2f} KiB each")
@@ -145,4 +176,9 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--n", type=int, default=10000)
-    trio.run(main, parser.parse_args().n)
+    parser.add_argument("--phase", choices=["bare", "rss", "traced"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.phase:
+        trio.run(phase, args.phase, args.n)
+    else:
+        main(args.n)

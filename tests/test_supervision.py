@@ -241,6 +241,62 @@ async def test_hibernate_and_wake_preserve_state(
         assert session.state.run_count == 2
 
 
+async def test_idle_sweep_hibernates_on_time_and_spares_busy_sessions(
+    server: ScriptedServer,
+    make_agent: Callable[..., Agent],
+    store: SessionStore,
+    loopback_autojump_clock: trio.testing.MockClock,
+) -> None:
+    """hibernate_after counts from when the actor went idle; a watched session stays awake."""
+    server.default = lambda request: Reply.text("ok")
+    async with open_supervisor(store=store, hibernate_after=6) as sup:
+        quiet = await sup.start_session(make_agent())
+        watched = await sup.start_session(make_agent())
+        await quiet.run(prompt="one")
+        await watched.run(prompt="one")
+        async with watched.events():
+            await trio.sleep(5.9)
+            assert not quiet.hibernating
+            await quiet.run(prompt="two")  # activity restarts the idle clock
+            await trio.sleep(5.9)
+            assert not quiet.hibernating
+            await trio.sleep(0.2)
+            assert quiet.hibernating
+            assert not watched.hibernating  # an open event stream keeps it awake
+        await trio.sleep(12)
+        assert watched.hibernating
+
+
+async def test_hibernate_idle_now_and_the_trace_file_is_released(
+    server: ScriptedServer,
+    make_agent: Callable[..., Agent],
+    tmp_path: Path,
+    loopback_autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Supervisor.hibernate_idle() hibernates every idle session at once and closes its file."""
+    server.default = lambda request: Reply.text("ok")
+    backend = DirectoryBackend(tmp_path)
+    store = SessionStore(backend=backend)
+    async with open_supervisor(store=store) as sup:
+        sessions = [await sup.start_session(make_agent()) for _ in range(3)]
+        for session in sessions:
+            await session.run(prompt="hi")
+        assert {s.id for s in sessions} <= set(backend._handles)
+        assert sup.hibernate_idle() == 3
+        await trio.testing.wait_all_tasks_blocked()
+        assert all(s.hibernating for s in sessions)
+        # The release reached the Store before this (its mailbox is in order).
+        await sup.services.store.read_meta(sessions[0].id)
+        assert not set(backend._handles) & {s.id for s in sessions}
+        assert sup.hibernate_idle() == 0  # nothing awake left to ask
+        result = await sessions[1].run(prompt="again")
+        assert result.status == "completed" and not sessions[1].hibernating
+        assert [m["content"] for m in sessions[1].state.messages if m["role"] == "user"] == [
+            "hi",
+            "again",
+        ]
+
+
 async def test_store_fault_fails_the_run_not_the_supervisor(
     server: ScriptedServer, make_agent: Callable[..., Agent], tmp_path: Path
 ) -> None:

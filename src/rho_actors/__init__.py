@@ -34,6 +34,7 @@ from ._llm import ModelClient as ModelClient
 from ._messages import ApprovalDecision as ApprovalDecision
 from ._messages import Cancel as Cancel
 from ._messages import CompactRequest as CompactRequest
+from ._messages import Hibernate as Hibernate
 from ._messages import Prompt as Prompt
 from ._messages import Reconfigure as Reconfigure
 from ._messages import Stop as Stop
@@ -94,6 +95,7 @@ __all__ = [
     "EventStream",
     "EventStreamOverflow",
     "FunctionTool",
+    "Hibernate",
     "InvalidToolArguments",
     "Job",
     "JobResult",

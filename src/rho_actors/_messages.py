@@ -76,4 +76,16 @@ class Stop:
     reply: Reply[None] | None = None
 
 
-SessionMessage = Prompt | Cancel | ApprovalDecision | Reconfigure | CompactRequest | Stop
+@attrs.frozen(kw_only=True, slots=True)
+class Hibernate:
+    """Stop the actor and free the session's memory, if it is still idle.
+
+    Sent by the supervisor's idle sweep (``hibernate_after``) or
+    :meth:`Supervisor.hibernate_idle`; ignored while anything is in flight,
+    queued or watching the session.
+    """
+
+
+SessionMessage = (
+    Prompt | Cancel | ApprovalDecision | Reconfigure | CompactRequest | Stop | Hibernate
+)

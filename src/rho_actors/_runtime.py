@@ -152,7 +152,7 @@ def create_runtime(
             session = Session(agent, session_id=session_id)
     agent = session.agent
     if not options.enable_delegate:
-        session._pending_changes["enable_delegate"] = False
+        session._add_changes({"enable_delegate": False})
         session._apply_reconfigure()
     session.approval_callback = approval_callback
     session.cancel_check = cancel_check

@@ -42,6 +42,7 @@ from ._messages import (
     Cancel,
     CompactRequest,
     EventCallback,
+    Hibernate,
     Prompt,
     Reconfigure,
     SessionMessage,
@@ -89,6 +90,8 @@ class EventStream:
         self._send, self._receive = trio.open_memory_channel[AgentEvent](capacity)
         self._session = session
         self.overflowed = False
+        if session._streams is None:
+            session._streams = []
         session._streams.append(self)
 
     def _offer(self, event: AgentEvent) -> bool:
@@ -122,8 +125,10 @@ class EventStream:
     def close(self) -> None:
         self._send.close()
         self._receive.close()
-        with contextlib.suppress(ValueError):
-            self._session._streams.remove(self)
+        streams = self._session._streams
+        if streams is not None:
+            with contextlib.suppress(ValueError):
+                streams.remove(self)
 
     async def __aenter__(self) -> EventStream:
         return self
@@ -236,11 +241,11 @@ class Session:
         "_control",
         "_current_tool",
         "_decisions",
-        "_hibernate_after",
         "_hibernating",
         "_id",
         "_idle",
         "_idle_event",
+        "_idle_since",
         "_live_turns",
         "_mailbox",
         "_meta",
@@ -257,6 +262,7 @@ class Session:
         "_store",
         "_streams",
         "_supervisor",
+        "_telemetry_metadata",
         "_tools",
         "_users",
         "_waking",
@@ -273,7 +279,6 @@ class Session:
         "depth",
         "max_turns",
         "run_timeout",
-        "telemetry_metadata",
     )
 
     def __init__(
@@ -309,25 +314,28 @@ class Session:
         self.run_timeout: float | None = None
         self._idle_event: trio.Event | None = None
         self.auto_approve = agent.config.auto_approve
-        self.telemetry_metadata: dict[str, Any] = {}
+        self._telemetry_metadata: dict[str, Any] | None = None
         self._store = store
         self._profile: PermissionProfile = agent.profile
         self._tools: ToolRegistry = agent.registry
         self._working_dir: Path | None = None
         self._mailbox: Mailbox[SessionMessage] | None = None
         # Prompts that arrived during a run, in order (rarely more than a few).
-        self._backlog: list[SessionMessage] = []
+        # This and the other per-session containers below stay None until
+        # first used: ten thousand idle sessions should not each carry a
+        # handful of empty lists and dicts.
+        self._backlog: list[SessionMessage] | None = None
         self._services: Services | None = None
         self._control: RunControl | None = None
         self._users = 0
         self._idle: trio.Event | None = None
-        self._streams: list[EventStream] = []
-        self._pending_changes: dict[str, Any] = {}
-        self._decisions: dict[str, tuple[bool, str | None]] = {}
-        self._outbox: list[bytes] = []
+        self._streams: list[EventStream] | None = None
+        self._pending_changes: dict[str, Any] | None = None
+        self._decisions: dict[str, tuple[bool, str | None]] | None = None
+        self._outbox: list[bytes] | None = None
         self._observability: Observability | None = None
         self._on_disk = False
-        self._meta: dict[str, Any] = {}
+        self._meta: dict[str, Any] | None = None
         # What a monitor shows: turns of the current run, the tool running now.
         self._live_turns = 0
         self._current_tool: str | None = None
@@ -335,7 +343,9 @@ class Session:
         self._supervisor: Supervisor | None = None
         self._restart_type: Literal["permanent", "transient", "temporary"] = "transient"
         self._shutdown: float | None = None
-        self._hibernate_after: float | None = None
+        # When the actor last started waiting for a message (None: busy or
+        # not running); the supervisor's idle sweep reads it.
+        self._idle_since: float | None = None
         self._hibernating = False
         self._waking: trio.Event | None = None
         self._monitors: list[SessionMonitor] | None = None
@@ -381,6 +391,17 @@ class Session:
         monitors, self._monitors = self._monitors or [], None
         for monitor in monitors:
             monitor._fire(reason)
+
+    @property
+    def telemetry_metadata(self) -> dict[str, Any]:
+        """Free-form tags recorded with this session's telemetry and meta.json."""
+        if self._telemetry_metadata is None:
+            self._telemetry_metadata = {}
+        return self._telemetry_metadata
+
+    @telemetry_metadata.setter
+    def telemetry_metadata(self, value: dict[str, Any]) -> None:
+        self._telemetry_metadata = value
 
     @property
     def hibernating(self) -> bool:
@@ -537,7 +558,7 @@ class Session:
         if self._mailbox is not None and self._services is not None:
             await self._mailbox.put(Reconfigure(changes=changes), what="reconfigure")
         else:
-            self._pending_changes.update(changes)
+            self._add_changes(changes)
             self._apply_reconfigure()
 
     def reconfigure_nowait(self, **changes: Any) -> None:
@@ -557,7 +578,7 @@ class Session:
             and self._mailbox.put_nowait(Reconfigure(changes=changes))
         ):
             return
-        self._pending_changes.update(changes)
+        self._add_changes(changes)
         if not running:
             self._apply_reconfigure()
 
@@ -567,7 +588,7 @@ class Session:
 
     async def close(self) -> None:
         """Release the session. Local sessions hold nothing; open event streams end."""
-        for stream in list(self._streams):
+        for stream in list(self._streams or ()):
             stream._send.close()
         if self._services is not None and self._users == 0:
             self._request_stop()
@@ -671,14 +692,13 @@ class Session:
                 if self._backlog:
                     message = self._backlog.pop(0)
                 else:
+                    self._idle_since = trio.current_time()
                     try:
-                        received = await self._next_message(mailbox)
+                        message = await mailbox.get()
                     except trio.EndOfChannel:
                         return
-                    if received is None:
-                        self._hibernate()
-                        return
-                    message = received
+                    finally:
+                        self._idle_since = None
                 match message:
                     case Prompt():
                         await self._handle_prompt(message)
@@ -689,7 +709,7 @@ class Session:
                     case ApprovalDecision():
                         self._handle_decision(message)
                     case Reconfigure():
-                        self._pending_changes.update(message.changes)
+                        self._add_changes(message.changes)
                         self._apply_reconfigure()
                         if message.reply is not None:
                             message.reply.send(None)
@@ -697,31 +717,39 @@ class Session:
                         if message.reply is not None:
                             message.reply.send(None)
                         return
+                    case Hibernate():
+                        if self._can_hibernate(mailbox):
+                            self._hibernate()
+                            return
                     case _:
                         assert_never(message)
         finally:
             self._services = None
             self._control = None
 
-    async def _next_message(self, mailbox: Mailbox[SessionMessage]) -> SessionMessage | None:
-        """The next message, or None once idle for ``hibernate_after`` seconds."""
-        if self._hibernate_after is None or self._store is None:
-            return await mailbox.get()
-        while True:
-            with trio.move_on_after(self._hibernate_after):
-                return await mailbox.get()
-            if self._users == 0 and not self._streams:
-                return None  # idle, and nobody is waiting on us
+    def _can_hibernate(self, mailbox: Mailbox[SessionMessage]) -> bool:
+        """Idle, reloadable, and nobody waiting on or watching the actor."""
+        return (
+            self._store is not None
+            and self._supervisor is not None
+            and self._users == 0
+            and not self._streams
+            and not self._backlog
+            and len(mailbox) == 0
+        )
 
     def _hibernate(self) -> None:
         """Free everything but the address; the supervisor keeps this object as it."""
         self._hibernating = True
         if self._on_disk:
             self._state = None  # reloaded from the store on wake
-            self._meta = {}
+            self._meta = None
         self._mailbox = None
-        self._outbox = []
+        self._outbox = None
         self._idle_event = None
+        store = self._services.store if self._services is not None else None
+        if store is not None:
+            store.release_nowait(self._id)  # its open trace file, until it wakes
 
     async def _reload_after_hibernation(self) -> None:
         if self._state is None:
@@ -739,7 +767,7 @@ class Session:
         crashed incarnation: the restarted session is exactly what was
         committed. Without a store the in-memory state is kept.
         """
-        self._outbox = []
+        self._outbox = None
         self._control = None
         if self._store is not None and self._on_disk:
             state = await trio.to_thread.run_sync(self._load_state_blocking)
@@ -796,25 +824,33 @@ class Session:
                     if not control.decide(message.tool_call_id, message.approved, message.reason):
                         self._handle_decision(message)
                 case Reconfigure():
-                    self._pending_changes.update(message.changes)
+                    self._add_changes(message.changes)
                     if message.reply is not None:
                         message.reply.send(None)
                 case Prompt() | CompactRequest():
-                    self._backlog.append(message)
+                    self._queue_backlog(message)
                 case Stop():
                     if message.grace is not None:
                         control.scope.deadline = min(
                             control.scope.deadline, trio.current_time() + message.grace
                         )
                         control.cancel_reason = control.cancel_reason or "session stopping"
-                    self._backlog.append(message)
+                    self._queue_backlog(message)
+                case Hibernate():
+                    pass  # busy: not idle, whatever the sweep saw
                 case _:
                     assert_never(message)
 
+    def _queue_backlog(self, message: SessionMessage) -> None:
+        if self._backlog is None:
+            self._backlog = []
+        self._backlog.append(message)
+
     def _drop_queued(self, run_id: int) -> None:
-        for queued in list(self._backlog):
+        backlog = self._backlog or []
+        for queued in list(backlog):
             if isinstance(queued, Prompt) and queued.run_id == run_id:
-                self._backlog.remove(queued)
+                backlog.remove(queued)
                 if queued.reply is not None:
                     queued.reply.drop()
 
@@ -877,14 +913,22 @@ class Session:
 
     def _handle_decision(self, message: ApprovalDecision) -> None:
         """A decision for a paused run: kept until the run resumes."""
+        if self._decisions is None:
+            self._decisions = {}
         self._decisions[message.tool_call_id] = (message.approved, message.reason)
 
     def _take_decisions(self) -> dict[str, tuple[bool, str | None]]:
-        decisions, self._decisions = self._decisions, {}
-        return decisions
+        decisions, self._decisions = self._decisions, None
+        return decisions or {}
+
+    def _add_changes(self, changes: dict[str, Any]) -> None:
+        """Record reconfigure changes; the actor applies them at the next turn."""
+        if self._pending_changes is None:
+            self._pending_changes = {}
+        self._pending_changes.update(changes)
 
     def _apply_reconfigure(self) -> None:
-        changes, self._pending_changes = self._pending_changes, {}
+        changes, self._pending_changes = self._pending_changes, None
         if not changes:
             return
         if "working_dir" in changes:
@@ -914,6 +958,8 @@ class Session:
     # --- persistence ---------------------------------------------------
 
     def _record(self, envelope: r.Envelope) -> None:
+        if self._outbox is None:
+            self._outbox = []
         self._outbox.append(r.encode(envelope))
 
     async def _persist(
@@ -933,16 +979,18 @@ class Session:
         services = self._services
         store = services.store if services is not None else None
         if store is None or self._store is None:
-            self._outbox.clear()
+            self._outbox = None
             return
         sid = self.id
         if not self._on_disk:
             await self._create_on_disk(store)
         if self._outbox:
-            lines, self._outbox = self._outbox, []
+            lines, self._outbox = self._outbox, None
             await store.append(sid, lines)
         if run_started or run_finished or live:
             meta = self._meta
+            if meta is None:
+                meta = self._meta = {}
             if run_started and prompt and not meta.get("first_prompt"):
                 meta["first_prompt"] = prompt[:500]
             meta.update(
@@ -974,8 +1022,8 @@ class Session:
             "run_count": self.state.run_count,
             "total_tokens": 0,
         }
-        if self.telemetry_metadata:
-            self._meta["metadata"] = json.loads(json.dumps(self.telemetry_metadata, default=str))
+        if self._telemetry_metadata:
+            self._meta["metadata"] = json.loads(json.dumps(self._telemetry_metadata, default=str))
         # The trace opens with who this session is; it goes before any queued record.
         start = r.Envelope(
             seq=0,
@@ -987,7 +1035,7 @@ class Session:
                 profile=self._profile.name,
             ),
         )
-        self._outbox.insert(0, r.encode(start))
+        self._outbox = [r.encode(start), *(self._outbox or ())]
         await store.write_meta(self.id, self._meta)
 
     def _adopt_stored(self, meta: dict[str, Any] | None) -> None:

@@ -35,13 +35,14 @@ from __future__ import annotations
 import collections
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import attrs
 import trio
 
 from ._errors import RhoError, SupervisionError, single_exception
 from ._gc import tuned_gc
+from ._messages import Hibernate
 from ._registry import DEFAULT_MAX_SUBPROCESSES
 from ._services import Services, open_services
 from ._session import Session
@@ -82,29 +83,108 @@ class ChildSpec:
     on_exit: Callable[[str], None] | None = None
 
 
+class _Spec(Protocol):
+    """What the supervisor reads from a child spec (:class:`ChildSpec` or a session's)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def start(self) -> StartFn: ...
+    @property
+    def restart(self) -> RestartType: ...
+    @property
+    def shutdown(self) -> float | None: ...
+    @property
+    def stop(self) -> Callable[[], None] | None: ...
+    @property
+    def on_restart(self) -> Callable[[], Awaitable[None]] | None: ...
+    @property
+    def on_exit(self) -> Callable[[str], None] | None: ...
+
+
+class _SessionSpec:
+    """A hosted session's child spec.
+
+    The same contract as :class:`ChildSpec`, as methods of one small object:
+    a ChildSpec of closures costs several hundred bytes per session, which
+    is most of what an idle session would otherwise weigh.
+    """
+
+    __slots__ = ("id", "session", "supervisor")
+
+    def __init__(self, supervisor: Supervisor, session: Session) -> None:
+        self.id = f"session:{session.id}"
+        self.session = session
+        self.supervisor = supervisor
+
+    @property
+    def restart(self) -> RestartType:
+        return self.session._restart_type
+
+    @property
+    def shutdown(self) -> float | None:
+        return self.session._shutdown
+
+    def start(self, *, task_status: trio.TaskStatus[Any]) -> Awaitable[None]:
+        # Returns the coroutine itself: no wrapper frame kept for the actor's lifetime.
+        return self.session.serve(self.supervisor._services, task_status=task_status)
+
+    def stop(self) -> None:
+        self.session._request_stop()
+
+    def on_restart(self) -> Awaitable[None]:
+        return self.session._reload_after_crash()
+
+    def on_exit(self, reason: str) -> None:
+        self.supervisor._session_ended(self.session, reason)
+
+
 class _ReadyReporter:
-    """A task_status for a child's first start that remembers whether it reported ready."""
+    """A task_status for a child's first start that remembers whether it reported ready.
+
+    It lets go of trio's task status once used: that object keeps the
+    temporary nursery of ``nursery.start`` (a cancel scope and its sets)
+    alive for as long as anything refers to it, i.e. the child's lifetime.
+    """
 
     __slots__ = ("_inner", "reported")
 
     def __init__(self, inner: trio.TaskStatus[Any]) -> None:
-        self._inner = inner
+        self._inner: trio.TaskStatus[Any] | None = inner
         self.reported = False
 
     def started(self, value: Any = None) -> None:
+        inner, self._inner = self._inner, None
+        if inner is None:
+            raise RuntimeError("called 'started' twice on the same task status")
         self.reported = True
-        self._inner.started(value)
+        inner.started(value)
 
 
 class _Child:
-    __slots__ = ("done", "restart_requested", "scope", "spec", "stopping")
+    __slots__ = ("_done", "finished", "restart_requested", "scope", "spec", "stopping")
 
-    def __init__(self, spec: ChildSpec) -> None:
+    def __init__(self, spec: _Spec) -> None:
         self.spec = spec
         self.scope: trio.CancelScope | None = None
         self.restart_requested = False
         self.stopping = False
-        self.done = trio.Event()
+        self.finished = False
+        # Made only when someone waits for the child to end (a shutdown).
+        self._done: trio.Event | None = None
+
+    def set_finished(self) -> None:
+        self.finished = True
+        if self._done is not None:
+            self._done.set()
+
+    async def wait_finished(self) -> None:
+        if self.finished:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._done is None:
+            self._done = trio.Event()
+        await self._done.wait()
 
 
 class Supervisor:
@@ -149,6 +229,9 @@ class Supervisor:
 
     async def start_child(self, spec: ChildSpec) -> Any:
         """Start a child and wait until it reports ready; returns what it reported."""
+        return await self._start_child(spec)
+
+    async def _start_child(self, spec: _Spec) -> Any:
         if self._closing:
             raise RhoError("the supervisor is shutting down", operation=f"start {spec.id}")
         if spec.id in self._children:
@@ -156,7 +239,9 @@ class Supervisor:
         child = _Child(spec)
         self._children[spec.id] = child
         try:
-            return await self._nursery.start(self._run_child, child)
+            # The spec's id as the task name: trio would otherwise build a
+            # new name string for every child.
+            return await self._nursery.start(self._run_child, child, name=spec.id)
         except BaseException:
             self._children.pop(spec.id, None)
             raise
@@ -164,6 +249,8 @@ class Supervisor:
     async def _run_child(self, child: _Child, *, task_status: trio.TaskStatus[Any]) -> None:
         spec = child.spec
         first = _ReadyReporter(task_status)
+        # Only the reporter may keep trio's task status (see _ReadyReporter).
+        del task_status
         reason = "stopped"
         try:
             while True:
@@ -204,7 +291,7 @@ class Supervisor:
                 del self._children[spec.id]
             if spec.on_exit is not None:
                 spec.on_exit(reason)
-            child.done.set()
+            child.set_finished()
 
     async def _before_restart(self, child: _Child) -> None:
         if child.spec.on_restart is not None:
@@ -253,10 +340,10 @@ class Supervisor:
         if spec.shutdown is not None and spec.stop is not None:
             spec.stop()
             with trio.move_on_after(spec.shutdown):
-                await child.done.wait()
-        if not child.done.is_set() and child.scope is not None:
+                await child.wait_finished()
+        if not child.finished and child.scope is not None:
             child.scope.cancel(reason=f"shutting down {spec.id!r}")
-        await child.done.wait()
+        await child.wait_finished()
 
     # --- sessions --------------------------------------------------------
 
@@ -303,24 +390,7 @@ class Supervisor:
 
     async def _start_session_child(self, session: Session) -> None:
         session._supervisor = self
-        session._hibernate_after = self.hibernate_after
-
-        async def start(*, task_status: trio.TaskStatus[Any]) -> None:
-            await session.serve(self._services, task_status=task_status)
-
-        async def reload() -> None:
-            await session._reload_after_crash()
-
-        spec = ChildSpec(
-            id=f"session:{session.id}",
-            start=start,
-            restart=session._restart_type,
-            shutdown=session._shutdown,
-            stop=session._request_stop,
-            on_restart=reload,
-            on_exit=lambda reason: self._session_ended(session, reason),
-        )
-        await self.start_child(spec)
+        await self._start_child(_SessionSpec(self, session))
 
     async def _wake(self, session: Session) -> None:
         """Bring a hibernated session back: reload its state and start its actor."""
@@ -328,6 +398,33 @@ class Supervisor:
             raise RhoError("the supervisor is shutting down", session_id=session.id)
         await session._reload_after_hibernation()
         await self._start_session_child(session)
+
+    def hibernate_idle(self, older_than: float = 0.0) -> int:
+        """Ask every session idle for at least ``older_than`` seconds to hibernate now.
+
+        Returns how many were asked. Each one goes when its actor reads the
+        request, unless a message, a waiting caller or an event stream
+        arrived first. Needs a store: a hibernated session wakes from it.
+        """
+        return self._sweep(older_than)[0]
+
+    def _sweep(self, older_than: float) -> tuple[int, float | None]:
+        """Ask sessions idle that long to hibernate; also the earliest idle start of the rest."""
+        if self.store is None:
+            return 0, None
+        now = trio.current_time()
+        asked = 0
+        earliest: float | None = None
+        for session in self.sessions.values():
+            since = session._idle_since
+            mailbox = session._mailbox
+            if since is None or mailbox is None:
+                continue
+            if now - since >= older_than:
+                asked += mailbox.put_nowait(_HIBERNATE)
+            elif earliest is None or since < earliest:
+                earliest = since
+        return asked, earliest
 
     def _session_ended(self, session: Session, reason: str) -> None:
         """Called when a session actor stops (for good, or to hibernate)."""
@@ -461,21 +558,50 @@ async def open_supervisor(
                     period=period,
                     hibernate_after=hibernate_after,
                 )
-                watcher_scope = trio.CancelScope()
+                background = [trio.CancelScope(), trio.CancelScope()]
                 if store is not None:
-                    nursery.start_soon(_watch_cancel_requests, supervisor, watcher_scope)
+                    nursery.start_soon(_watch_cancel_requests, supervisor, background[0])
+                    if hibernate_after is not None:
+                        nursery.start_soon(_sweep_idle, supervisor, hibernate_after, background[1])
                 try:
                     yield supervisor
                     with trio.move_on_after(shutdown_grace + 1):
                         await supervisor._shutdown()
                 finally:
-                    watcher_scope.cancel(reason="supervisor closing")
+                    for scope in background:
+                        scope.cancel(reason="supervisor closing")
                     nursery.cancel_scope.cancel(reason="supervisor closed")
     except BaseExceptionGroup as group:
         escalated = _unwrap_supervision_error(group)
         if escalated is not None:
             raise escalated from None
         raise
+
+
+_HIBERNATE = Hibernate()
+# The idle sweep runs at most this many times per ``hibernate_after``: a
+# session hibernates between hibernate_after and hibernate_after * (1 + 1/16)
+# seconds after it went idle, and sweeping 10,000 sessions stays rare.
+SWEEPS_PER_PERIOD = 16
+MIN_SWEEP_GAP = 0.01
+
+
+async def _sweep_idle(
+    supervisor: Supervisor, hibernate_after: float, scope: trio.CancelScope
+) -> None:
+    """Hibernate sessions idle for ``hibernate_after`` seconds.
+
+    One task per supervisor instead of a timer per session: a per-session
+    cancel scope with a deadline weighs more than the rest of an idle
+    session's bookkeeping together.
+    """
+    gap = max(hibernate_after / SWEEPS_PER_PERIOD, MIN_SWEEP_GAP)
+    with scope:
+        while True:
+            now = trio.current_time()
+            _, earliest = supervisor._sweep(hibernate_after)
+            due = now + hibernate_after if earliest is None else earliest + hibernate_after
+            await trio.sleep_until(max(due, now + gap))
 
 
 # How often a supervisor with a store looks for cancel requests made by other

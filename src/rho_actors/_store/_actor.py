@@ -46,6 +46,14 @@ class WriteConfig:
 
 
 @attrs.frozen(kw_only=True, slots=True)
+class Release:
+    """A session went idle (hibernated): close what the backend keeps open for it."""
+
+    session_id: str
+    reply: None = None
+
+
+@attrs.frozen(kw_only=True, slots=True)
 class Load:
     session_id: str
     reply: Reply[list[r.Envelope]]
@@ -68,7 +76,9 @@ class RecordTelemetry:
     reply: Reply[None] | None = None
 
 
-StoreMessage = Append | WriteMeta | WriteConfig | Load | ReadMeta | ListSessions | RecordTelemetry
+StoreMessage = (
+    Append | WriteMeta | WriteConfig | Release | Load | ReadMeta | ListSessions | RecordTelemetry
+)
 
 
 class TelemetrySink(Protocol):
@@ -147,6 +157,10 @@ class StoreRef:
             lambda reply: RecordTelemetry(rows=list(rows), reply=reply),
             what="record telemetry",
         )
+
+    def release_nowait(self, session_id: str) -> None:
+        """Tell the backend a session went idle; skipped if the mailbox is full."""
+        self._mailbox.put_nowait(Release(session_id=session_id))
 
     def close(self) -> None:
         self._mailbox.close()
@@ -228,6 +242,9 @@ def _run_one(backend: StoreBackend | None, msg: StoreMessage) -> _Outcome:
             sid: str | None = msg.session_id
         case WriteConfig():
             call = lambda: backend.write_config(msg.session_id, msg.config_yaml)  # noqa: E731
+            sid = msg.session_id
+        case Release():
+            call = lambda: backend.release(msg.session_id)  # noqa: E731
             sid = msg.session_id
         case Load():
             call = lambda: backend.load(msg.session_id)  # noqa: E731

@@ -87,6 +87,10 @@ class StoreBackend(Protocol):
         """Cancel requests made since the last call (session id to reason)."""
         ...
 
+    def release(self, session_id: str) -> None:
+        """Let go of what is cached for a session that went idle (an open trace file)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -184,7 +188,7 @@ class DirectoryBackend:
                     if self.fsync:
                         os.fsync(handle.fileno())
                 except OSError as exc:
-                    self._forget(session_id)
+                    self.release(session_id)
                     raise _store_error(
                         exc, "append to trace", self._dir(session_id) / "trace.jsonl", session_id
                     ) from exc
@@ -192,7 +196,7 @@ class DirectoryBackend:
                 failures[session_id] = exc
         return failures
 
-    def _forget(self, session_id: str) -> None:
+    def release(self, session_id: str) -> None:
         handle = self._handles.pop(session_id, None)
         if handle is not None:
             with contextlib.suppress(OSError):
@@ -316,4 +320,4 @@ class DirectoryBackend:
 
     def close(self) -> None:
         for session_id in list(self._handles):
-            self._forget(session_id)
+            self.release(session_id)
