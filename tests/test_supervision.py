@@ -286,7 +286,9 @@ async def test_hibernate_idle_now_and_the_trace_file_is_released(
         await trio.testing.wait_all_tasks_blocked()
         assert all(s.hibernating for s in sessions)
         # The release reached the Store before this (its mailbox is in order).
-        await sup.services.store.read_meta(sessions[0].id)
+        store_ref = sup.services.store
+        assert store_ref is not None
+        await store_ref.read_meta(sessions[0].id)
         assert not set(backend._handles) & {s.id for s in sessions}
         assert sup.hibernate_idle() == 0  # nothing awake left to ask
         result = await sessions[1].run(prompt="again")

@@ -46,8 +46,12 @@ M = TypeVar("M")
 # control messages; small enough that a flood slows its producer.
 DEFAULT_MAILBOX_CAPACITY = 64
 
-# What a dropped reply delivers to its waiting caller.
-_DROPPED: outcome.Value[Any] = outcome.Value(None)
+
+class _Unset:
+    """Marks a reply not settled yet (``None`` is a valid answer)."""
+
+
+_UNSET: Any = _Unset()
 
 
 class Reply(Generic[T]):
@@ -58,27 +62,36 @@ class Reply(Generic[T]):
     second time is ignored.
     """
 
-    __slots__ = ("_abandoned", "_result", "_waiter")
+    __slots__ = ("_abandoned", "_dropped", "_error", "_value", "_waiter")
 
     def __init__(self) -> None:
-        self._result: outcome.Outcome[T] | None = None
+        self._value: T = _UNSET
+        self._error: BaseException | None = None
+        self._dropped = False
         self._waiter: Task | None = None
         self._abandoned = False
 
+    @property
+    def settled(self) -> bool:
+        return self._value is not _UNSET or self._error is not None or self._dropped
+
     def send(self, value: T) -> None:
-        self._settle(outcome.Value(value))
+        if not self.settled:
+            self._value = value
+            self._wake()
 
     def fail(self, error: BaseException) -> None:
-        self._settle(outcome.Error(error))
+        if not self.settled:
+            self._error = error
+            self._wake()
 
     def drop(self) -> None:
         """Give up on the request: the caller sees :class:`ActorCrashed`."""
-        self._settle(_DROPPED)
+        if not self.settled:
+            self._dropped = True
+            self._wake()
 
-    def _settle(self, result: outcome.Outcome[T]) -> None:
-        if self._result is not None:
-            return
-        self._result = result
+    def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
@@ -96,7 +109,7 @@ class Reply(Generic[T]):
 
     async def wait(self, *, what: str, session_id: str | None = None) -> T:
         """The answer; cancelling the wait marks the request abandoned."""
-        if self._result is None:
+        if not self.settled:
             self._waiter = current_task()
             await wait_task_rescheduled(self._abort)
         else:
@@ -105,13 +118,13 @@ class Reply(Generic[T]):
             except BaseException:
                 self._abandoned = True
                 raise
-        result = self._result
-        assert result is not None
-        if result is _DROPPED:
+        if self._error is not None:
+            raise self._error
+        if self._dropped:
             raise ActorCrashed(
                 "the actor stopped before answering", session_id=session_id, operation=what
             )
-        return result.unwrap()
+        return self._value
 
 
 class Mailbox(Generic[M]):
