@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,7 @@ from collections.abc import Awaitable, Callable
 import httpx2
 import openai
 import trio
+import trio.testing
 
 from rho_actors import Agent, AgentConfig, CancellationToken, RunResult, open_supervisor
 
@@ -65,6 +67,39 @@ async def _cancel_all(
 async def _count(marker: str) -> int:
     result = await trio.run_process(["pgrep", "-fc", marker], capture_stdout=True, check=False)
     return int(result.stdout.strip() or 0)
+
+
+async def trio_floor(n: int) -> float:
+    """What trio itself needs: N tasks blocked reading a TCP socket (inside one
+    timeout scope, as every HTTP client read is), cancelled at once, each
+    closing its socket. No HTTP, no openai: the floor under both rows below."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(n + 16)
+    port = listener.getsockname()[1]
+    clients = []
+    for _ in range(n):
+        sock = trio.socket.socket()
+        await sock.connect(("127.0.0.1", port))
+        clients.append(sock)
+    peers = [listener.accept()[0] for _ in range(n)]
+
+    async def reader(sock: trio.socket.SocketType) -> None:
+        with sock, trio.fail_after(600):
+            await sock.recv(100)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for sock in clients:
+                nursery.start_soon(reader, sock)
+            await trio.testing.wait_all_tasks_blocked()
+            t0 = time.perf_counter()
+            nursery.cancel_scope.cancel(reason="bench")
+        return (time.perf_counter() - t0) * 1000
+    finally:
+        for peer in peers:
+            peer.close()
+        listener.close()
 
 
 async def bare_streams(url: str, n: int, http: httpx2.AsyncClient) -> tuple[float, float]:
@@ -177,7 +212,9 @@ async def main(n: int, n_bash: int) -> None:
         with server_process(*slow) as url:
             b_ret, b_closed = await bare_streams(url, n, http)
             r_ret, r_closed, not_cancelled = await rho_streams(url, n, http)
+        floor = await trio_floor(n)
         print(f"streaming, N={n}: all returned / every stream closed at the server")
+        print(f"  trio floor: socket reads    {floor:8.1f} ms (returned and closed)")
         print(f"  bare openai + cancel scope  {b_ret:8.1f} ms {b_closed:8.1f} ms")
         print(f"  rho_actors + token.cancel   {r_ret:8.1f} ms {r_closed:8.1f} ms", end="")
         print(f"   (not cancelled: {not_cancelled})")
