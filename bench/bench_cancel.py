@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -34,6 +36,60 @@ from rho_actors import Agent, AgentConfig, CancellationToken, RunResult, open_su
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _server import pin_to_core_0, server_process, stats
+
+_WATCHER = """
+import sys, time
+port, n = int(sys.argv[1]), int(sys.argv[2])
+def established():
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                count += 1
+    return count
+while (armed_with := established()) < n:
+    time.sleep(0.01)
+print("ARMED", flush=True)
+# Other connections (the benchmark's own /_stats client) stay open.
+while established() > armed_with - n:
+    pass
+print(time.perf_counter(), flush=True)
+"""
+
+
+class KernelCloseWatcher:
+    """When the server's kernel has seen every client connection close.
+
+    A separate process (on the server's core) polls /proc/net/tcp for the
+    server port's established connections; perf_counter is CLOCK_MONOTONIC,
+    the same clock in every process. This times the client's closing alone:
+    the scripted server's own /_stats count also waits for that process to
+    get round to each disconnect.
+    """
+
+    def __init__(self, url: str, n: int) -> None:
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        cmd = [sys.executable, "-c", _WATCHER, str(port), str(n)]
+        if (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
+            cmd = ["taskset", "-c", "1", *cmd]
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+
+    async def armed(self) -> None:
+        assert self._proc.stdout is not None
+        line = await trio.to_thread.run_sync(self._proc.stdout.readline)
+        assert line.strip() == "ARMED", line
+
+    async def closed_at(self) -> float:
+        assert self._proc.stdout is not None
+        line = await trio.to_thread.run_sync(self._proc.stdout.readline)
+        self._proc.wait()
+        self._proc.stdout.close()
+        return float(line)
 
 
 async def _poll(done: Callable[[], Awaitable[bool]], limit: float = 120) -> None:
@@ -102,7 +158,7 @@ async def trio_floor(n: int) -> float:
         listener.close()
 
 
-async def bare_streams(url: str, n: int, http: httpx2.AsyncClient) -> tuple[float, float]:
+async def bare_streams(url: str, n: int, http: httpx2.AsyncClient) -> tuple[float, float, float]:
     client = openai.AsyncOpenAI(api_key="bench", base_url=url, max_retries=0)
     base = (await stats(http, url))["disconnects"]
 
@@ -120,6 +176,8 @@ async def bare_streams(url: str, n: int, http: httpx2.AsyncClient) -> tuple[floa
         for _ in range(n):
             nursery.start_soon(one)
         await _poll(all_open)
+        watcher = KernelCloseWatcher(url, n)
+        await watcher.armed()
         t0 = time.perf_counter()
         nursery.cancel_scope.cancel(reason="bench")
     returned = time.perf_counter() - t0
@@ -128,13 +186,16 @@ async def bare_streams(url: str, n: int, http: httpx2.AsyncClient) -> tuple[floa
         return bool(int((await stats(http, url))["disconnects"]) - base >= n)
 
     await _poll(all_closed)
-    closed = time.perf_counter() - t0
+    counted = time.perf_counter() - t0
+    kernel = await watcher.closed_at() - t0
     with trio.CancelScope(shield=True):
         await client.close()
-    return returned * 1000, closed * 1000
+    return returned * 1000, kernel * 1000, counted * 1000
 
 
-async def rho_streams(url: str, n: int, http: httpx2.AsyncClient) -> tuple[float, float, int]:
+async def rho_streams(
+    url: str, n: int, http: httpx2.AsyncClient
+) -> tuple[float, float, float, int]:
     agent = Agent(AgentConfig(model="bench", base_url=url, profile="readonly"))
     for name in agent.registry.names():
         agent.registry.unregister(name)
@@ -150,8 +211,13 @@ async def rho_streams(url: str, n: int, http: httpx2.AsyncClient) -> tuple[float
             if len(results) == n:
                 all_returned.set()
 
+        watcher = KernelCloseWatcher(url, n)
+
         async def all_open() -> bool:
-            return bool(int((await stats(http, url))["open_streams"]) >= n)
+            if int((await stats(http, url))["open_streams"]) < n:
+                return False
+            await watcher.armed()
+            return True
 
         t0, returned = await _cancel_all(n, one, all_open, token, all_returned)
 
@@ -159,9 +225,10 @@ async def rho_streams(url: str, n: int, http: httpx2.AsyncClient) -> tuple[float
             return bool(int((await stats(http, url))["disconnects"]) - base >= n)
 
         await _poll(all_closed)
-        closed = time.perf_counter() - t0
+        counted = time.perf_counter() - t0
+        kernel = await watcher.closed_at() - t0
     not_cancelled = sum(1 for r in results if r.status != "cancelled")
-    return returned * 1000, closed * 1000, not_cancelled
+    return returned * 1000, kernel * 1000, counted * 1000, not_cancelled
 
 
 async def bare_sleeps(n: int, marker: str) -> tuple[float, int]:
@@ -210,13 +277,18 @@ async def main(n: int, n_bash: int) -> None:
     slow = ("--text-only", "--reply-text", "tick " * 4000, "--chunk-size", "5", "--chunk-ms", "500")
     async with httpx2.AsyncClient() as http:
         with server_process(*slow) as url:
-            b_ret, b_closed = await bare_streams(url, n, http)
-            r_ret, r_closed, not_cancelled = await rho_streams(url, n, http)
+            b_ret, b_kernel, b_counted = await bare_streams(url, n, http)
+            r_ret, r_kernel, r_counted, not_cancelled = await rho_streams(url, n, http)
         floor = await trio_floor(n)
-        print(f"streaming, N={n}: all returned / every stream closed at the server")
-        print(f"  trio floor: socket reads    {floor:8.1f} ms (returned and closed)")
-        print(f"  bare openai + cancel scope  {b_ret:8.1f} ms {b_closed:8.1f} ms")
-        print(f"  rho_actors + token.cancel   {r_ret:8.1f} ms {r_closed:8.1f} ms", end="")
+        print(f"streaming, N={n}, ms after the cancel:")
+        print("                               all runs    server kernel:   server app:")
+        print("                               returned    all conns closed all counted")
+        print(f"  trio floor: socket reads    {floor:8.1f}    (returned and closed)")
+        print(
+            f"  bare openai + cancel scope  {b_ret:8.1f}    {b_kernel:8.1f}        {b_counted:8.1f}"
+        )
+        print(f"  rho_actors + token.cancel   {r_ret:8.1f}    {r_kernel:8.1f}", end="")
+        print(f"        {r_counted:8.1f}", end="")
         print(f"   (not cancelled: {not_cancelled})")
         if n_bash <= 0:
             return

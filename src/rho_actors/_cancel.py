@@ -17,19 +17,22 @@ DEFAULT_REASON = "cancelled by token"
 class CancellationToken:
     """Cancel every run that carries this token, now and later."""
 
-    __slots__ = ("_listeners", "_reason")
+    __slots__ = ("_listeners", "_next_key", "_reason")
 
     def __init__(self) -> None:
         self._reason: str | None = None
-        self._listeners: list[Callable[[str], None]] = []
+        # Keyed so a finished run unsubscribes in O(1): one token may carry
+        # tens of thousands of runs.
+        self._listeners: dict[int, Callable[[str], None]] = {}
+        self._next_key = 0
 
     def cancel(self, reason: str = DEFAULT_REASON) -> None:
         """Cancel; the first reason given is the one runs report."""
         if self._reason is not None:
             return
         self._reason = reason
-        listeners, self._listeners = self._listeners, []
-        for listener in listeners:
+        listeners, self._listeners = self._listeners, {}
+        for listener in listeners.values():
             listener(reason)
 
     def is_cancelled(self) -> bool:
@@ -49,11 +52,12 @@ class CancellationToken:
         if self._reason is not None:
             listener(self._reason)
             return lambda: None
-        self._listeners.append(listener)
+        key = self._next_key
+        self._next_key += 1
+        self._listeners[key] = listener
 
         def unsubscribe() -> None:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
+            self._listeners.pop(key, None)
 
         return unsubscribe
 

@@ -21,6 +21,7 @@ A 429 pauses every run using the same provider key (:class:`RateGate`).
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import hashlib
 import json
@@ -466,6 +467,29 @@ class _TurnAssembler:
         )
 
 
+def _connection_dropper(
+    response: httpx2.Response, dropped: list[bool]
+) -> Callable[[], None] | None:
+    """A function that closes the response's socket now, from any task.
+
+    Uses httpcore's ``network_stream`` response extension; None if the
+    transport does not expose a socket.
+    """
+    stream = response.extensions.get("network_stream")
+    get_extra_info = getattr(stream, "get_extra_info", None)
+    sock = get_extra_info("socket") if get_extra_info is not None else None
+    close = getattr(sock, "close", None)
+    if close is None:
+        return None
+
+    def drop() -> None:
+        dropped.append(True)
+        with contextlib.suppress(OSError):
+            close()
+
+    return drop
+
+
 class ModelClient:
     """Calls one model with one session's settings, through shared pools."""
 
@@ -543,11 +567,15 @@ class ModelClient:
         tools: Sequence[Mapping[str, Any]] | None,
         on_text: Callable[[str], Any] | None = None,
         on_retry: Callable[[Exception, float], None] | None = None,
+        hold_connection: Callable[[Callable[[], None] | None], None] | None = None,
     ) -> ModelTurn:
         """Stream one completion; ``on_text`` sees each text delta as it arrives.
 
         Cancelling the caller closes the HTTP stream at once (the connection
-        is dropped, so the server sees the client go away).
+        is dropped, so the server sees the client go away). While the stream
+        is open, ``hold_connection`` is given a function that drops the
+        connection synchronously, for a canceller that should not wait for
+        this task to unwind (see ``RunControl.cancel``); it gets None after.
         """
         body = build_body(self.settings, encoded_messages, tools, stream=True)
         raw, shard = await self._open_with_retries(body, stream=True, on_retry=on_retry)
@@ -555,6 +583,9 @@ class ModelClient:
         assembler = _TurnAssembler()
         parser = _SSEParser()
         failure: Exception | None = None
+        dropped: list[bool] = []
+        if hold_connection is not None:
+            hold_connection(_connection_dropper(response, dropped))
         try:
             # Never leave this loop from its body: httpx2 reads through a
             # chain of async generators, and breaking out at a yield would
@@ -576,10 +607,16 @@ class ModelClient:
                     with trio.CancelScope(shield=True):
                         await response.aclose()
         except (httpx2.HTTPError, openai.APIError) as exc:
+            if dropped:
+                # We closed the socket because the caller is being cancelled:
+                # that is a cancellation, not a failed stream.
+                await trio.lowlevel.checkpoint()
             # A reset connection or a broken chunked body mid-stream.
             if failure is None:
                 raise ModelError(f"stream failed: {_describe(exc)}") from exc
         finally:
+            if hold_connection is not None:
+                hold_connection(None)
             shard.active -= 1
             # Closing is what tells the server we are gone; do it even when
             # cancelled, but never let a stuck close hold the caller.
