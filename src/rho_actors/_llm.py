@@ -285,7 +285,15 @@ def build_body(
     if extra:
         head.update(extra)
     prefix = json.dumps(head, separators=(",", ":")).encode()
-    return b"".join((prefix[:-1], b',"messages":[', b",".join(encoded_messages), b"]}"))
+    # One join over every piece: joining the messages first and then the
+    # whole body would copy a long history twice per call.
+    parts = [prefix[:-1], b',"messages":[']
+    for i, message in enumerate(encoded_messages):
+        if i:
+            parts.append(b",")
+        parts.append(message)
+    parts.append(b"]}")
+    return b"".join(parts)
 
 
 def retry_delay(exc: Exception, attempt: int) -> float:
