@@ -107,8 +107,18 @@ class Reply(Generic[T]):
         self._abandoned = True
         return Abort.SUCCEEDED
 
-    async def wait(self, *, what: str, session_id: str | None = None) -> T:
-        """The answer; cancelling the wait marks the request abandoned."""
+    async def wait(
+        self,
+        *,
+        what: str,
+        session_id: str | None = None,
+        dropped: str = "the actor stopped before answering",
+    ) -> T:
+        """The answer; cancelling the wait marks the request abandoned.
+
+        ``dropped`` is the :class:`ActorCrashed` message if the actor gave
+        up on the request.
+        """
         if not self.settled:
             self._waiter = current_task()
             await wait_task_rescheduled(self._abort)
@@ -121,9 +131,7 @@ class Reply(Generic[T]):
         if self._error is not None:
             raise self._error
         if self._dropped:
-            raise ActorCrashed(
-                "the actor stopped before answering", session_id=session_id, operation=what
-            )
+            raise ActorCrashed(dropped, session_id=session_id, operation=what)
         return self._value
 
 
@@ -149,10 +157,6 @@ class Mailbox(Generic[M]):
 
     def __len__(self) -> int:
         return len(self._queue) if self._queue is not None else 0
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     def _offer(self, message: M) -> bool:
         """Deliver or queue ``message`` if there is room (the mailbox is open)."""

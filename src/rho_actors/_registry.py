@@ -25,7 +25,6 @@ import jsonschema
 import trio
 
 from ._actor import Mailbox, Reply
-from ._errors import ActorCrashed
 from ._tools import ToolContext, ToolHandler, ToolOutput
 
 DEFAULT_TOOL_TIMEOUT = 300.0
@@ -194,13 +193,11 @@ class RegistryRef:
         what = f"tool {tool_name}"
         await self._mailbox.put(message, what=what, session_id=ctx.session_id)
         try:
-            return await reply.wait(what=what, session_id=ctx.session_id)
-        except ActorCrashed as exc:
-            raise ActorCrashed(
-                "the registry stopped before the tool finished",
+            return await reply.wait(
+                what=what,
                 session_id=ctx.session_id,
-                operation=what,
-            ) from exc
+                dropped="the registry stopped before the tool finished",
+            )
         except BaseException:
             ticket.abandon()
             raise
