@@ -10,6 +10,7 @@ from ._cancel import CancellationToken as CancellationToken
 from ._config import AgentConfig as AgentConfig
 from ._errors import ActorCrashed as ActorCrashed
 from ._errors import ActorError as ActorError
+from ._errors import ActorStopped as ActorStopped
 from ._errors import ConfigError as ConfigError
 from ._errors import ContextLengthExceeded as ContextLengthExceeded
 from ._errors import InvalidToolArguments as InvalidToolArguments
@@ -77,6 +78,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ActorCrashed",
     "ActorError",
+    "ActorStopped",
     "Agent",
     "AgentConfig",
     "AgentEvent",

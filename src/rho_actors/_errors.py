@@ -5,7 +5,8 @@ enough to know *who* was doing *what*::
 
     RhoError
      ├── ActorError                  an actor cannot serve a request
-     │    ├── MailboxClosed          the actor is gone; nothing will read the message
+     │    ├── ActorStopped           it stopped for good before answering (``reason``: why)
+     │    │    └── MailboxClosed     the actor is gone; nothing will read the message
      │    └── ActorCrashed           the actor died while serving the request
      ├── SupervisionError            a supervisor gave up (restart intensity exceeded)
      ├── ToolError                   a tool call could not be carried out
@@ -49,7 +50,30 @@ class ActorError(RhoError):
     """An actor could not serve a request."""
 
 
-class MailboxClosed(ActorError):
+class ActorStopped(ActorError):
+    """The actor stopped for good before it answered the request.
+
+    ``reason`` is why it stopped (``"stopped"``, ``"shut down (...)"``,
+    ``"failed: ..."``). A run that was in flight is not reported this way: it
+    returns ``RunResult(status="cancelled")``; this error is for requests the
+    actor never got to.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        session_id: str | None = None,
+        operation: str | None = None,
+    ) -> None:
+        self.reason = reason
+        if reason is not None:
+            message = f"{message}: {reason}"
+        super().__init__(message, session_id=session_id, operation=operation)
+
+
+class MailboxClosed(ActorStopped):
     """The actor's mailbox is closed: it has stopped and will read nothing more."""
 
 

@@ -66,6 +66,7 @@ class RunControl:
         "cancel_reason",
         "decisions",
         "paused",
+        "result",
         "run_id",
         "scope",
     )
@@ -76,6 +77,10 @@ class RunControl:
         self.cancel_reason: str | None = None
         self.decisions: dict[str, _Decision] = {}
         self.paused: list[PendingApproval] = []
+        # The run's result, set as soon as it is known: a run stopped from
+        # outside (its actor shut down or restarted) still answers its caller
+        # with it while the cancellation goes on unwinding.
+        self.result: RunResult | None = None
         self._drop_connection: Callable[[], None] | None = None
 
     def hold_connection(self, drop: Callable[[], None] | None) -> None:
@@ -218,11 +223,12 @@ async def execute_run(
                     status, error = await _guarded_loop(session, client, events, totals, control)
                     watchers.cancel_scope.cancel(reason="run finished")
             set_attributes(run_span, status=status)
-    except trio.Cancelled:
-        # The enclosing scope was cancelled, not just this run. Still leave
-        # the State valid and the trace complete before letting it through.
+    except trio.Cancelled as exc:
+        # The enclosing scope was cancelled, not just this run (the actor is
+        # stopping or restarting). Still leave the State valid, the trace
+        # complete and the result on ``control`` before letting it through.
         if control.cancel_reason is None:
-            control.cancel_reason = "the enclosing scope was cancelled"
+            control.cancel_reason = exc.reason or "the enclosing scope was cancelled"
         with trio.move_on_after(FINAL_WRITE_TIMEOUT, shield=True):
             await _finish(session, events, totals, "cancelled", None, control)
         raise
@@ -739,6 +745,7 @@ async def _finish(
         pending_approvals=list(control.paused) if status == "paused" else [],
         turns=totals.turns,
     )
+    control.result = result
     observability = session._observability
     if observability is not None:
         observability.run_finished(totals.run, result, totals.started_at)

@@ -34,7 +34,15 @@ from . import _records as r
 from ._actor import Mailbox, Reply, ask
 from ._cancel import CancellationToken
 from ._compaction import DEFAULT_THRESHOLD, context_window_for
-from ._errors import ActorCrashed, MailboxClosed, RhoError, single_exception
+from ._errors import (
+    ActorCrashed,
+    ActorError,
+    ActorStopped,
+    MailboxClosed,
+    RhoError,
+    StoreError,
+    single_exception,
+)
 from ._events import AgentEvent, CompactResult, RunResult
 from ._llm import ModelSettings, ToolCall
 from ._messages import (
@@ -388,6 +396,24 @@ class Session:
         return SessionRef(self)
 
     def _actor_ended(self, reason: str) -> None:
+        """The actor stopped for good (not a restart, not hibernation).
+
+        Nothing will read its mailbox again, so every request still queued
+        is answered now: a prompt that never started returns a cancelled
+        result, any other request fails with :class:`ActorStopped`. Later
+        sends fail with :class:`MailboxClosed`; open event streams end.
+        """
+        mailbox, self._mailbox = self._mailbox, None
+        backlog, self._backlog = self._backlog or [], None
+        if mailbox is not None:
+            mailbox.close()
+            backlog.extend(mailbox.drain())
+        for message in backlog:
+            _answer_stopped(message, self.id, reason)
+        self._supervisor = None
+        self._idle_since = None
+        for stream in list(self._streams or ()):
+            stream._send.close()
         monitors, self._monitors = self._monitors or [], None
         for monitor in monitors:
             monitor._fire(reason)
@@ -782,9 +808,11 @@ class Session:
         if self._mailbox is not None:
             self._mailbox.put_nowait(Stop())
 
-    async def _in_flight(self, work: Callable[[RunControl], Any], run_id: int = 0) -> Any:
+    async def _in_flight(
+        self, work: Callable[[RunControl], Any], control: RunControl | None = None
+    ) -> Any:
         """Run ``work`` while a second task keeps serving control messages."""
-        control = RunControl(run_id)
+        control = control if control is not None else RunControl()
         self._control = control
         try:
             async with trio.open_nursery() as nursery:
@@ -858,6 +886,7 @@ class Session:
         reply = message.reply
         if reply is not None and reply.abandoned:
             return  # the caller gave up while the prompt was queued
+        control = RunControl(message.run_id)
         try:
             result = await self._in_flight(
                 lambda control: execute_run(
@@ -868,19 +897,34 @@ class Session:
                     token=message.token,
                     control=control,
                 ),
-                message.run_id,
+                control,
             )
-        except Exception as exc:
+        except BaseException as exc:
+            # Whatever stops the actor mid-run, its caller gets an answer:
+            # the cancelled run's result if the run got as far as making
+            # one, else an error saying why the actor went away.
             if reply is not None:
-                cause = single_exception(exc)
-                reply.fail(
-                    ActorCrashed(
-                        "the session actor crashed during the run: "
-                        f"{type(cause).__name__}: {cause}",
-                        session_id=self.id,
-                        operation="run",
+                if control.result is not None:
+                    reply.send(control.result)
+                elif isinstance(exc, Exception):
+                    cause = single_exception(exc)
+                    reply.fail(
+                        ActorCrashed(
+                            "the session actor crashed during the run: "
+                            f"{type(cause).__name__}: {cause}",
+                            session_id=self.id,
+                            operation="run",
+                        )
                     )
-                )
+                else:
+                    reply.fail(
+                        ActorStopped(
+                            "the session actor stopped during the run",
+                            reason=getattr(exc, "reason", None) or type(exc).__name__,
+                            session_id=self.id,
+                            operation="run",
+                        )
+                    )
             raise
         if reply is not None:
             reply.send(result)
@@ -981,6 +1025,25 @@ class Session:
         if store is None or self._store is None:
             self._outbox = None
             return
+        try:
+            await self._persist_to(store, run_started, prompt, run_finished, live)
+        except ActorError as exc:
+            # The Store actor is gone (its owner shut it down): nothing more
+            # can be acknowledged, which the run reports like a write failure.
+            raise StoreError(
+                f"the store stopped before the write was acknowledged ({exc.message})",
+                session_id=self.id,
+                operation=exc.operation,
+            ) from exc
+
+    async def _persist_to(
+        self,
+        store: Any,
+        run_started: bool,
+        prompt: str | None,
+        run_finished: bool,
+        live: bool,
+    ) -> None:
         sid = self.id
         if not self._on_disk:
             await self._create_on_disk(store)
@@ -1045,3 +1108,45 @@ class Session:
 
     def __repr__(self) -> str:
         return f"Session(id={self.id!r}, status={self.state.status!r})"
+
+
+def _answer_stopped(message: SessionMessage, session_id: str, reason: str) -> None:
+    """Answer a request the actor will never read because it stopped for good."""
+    match message:
+        case Prompt():
+            if message.reply is not None:
+                message.reply.send(
+                    RunResult(
+                        text="",
+                        events=[],
+                        status="cancelled",
+                        usage={},
+                        cancel_reason=f"the session stopped before this run started ({reason})",
+                    )
+                )
+        case CompactRequest():
+            message.reply.fail(
+                ActorStopped(
+                    "the session stopped before compacting",
+                    reason=reason,
+                    session_id=session_id,
+                    operation="compact",
+                )
+            )
+        case Reconfigure():
+            if message.reply is not None:
+                message.reply.fail(
+                    ActorStopped(
+                        "the session stopped before reconfiguring",
+                        reason=reason,
+                        session_id=session_id,
+                        operation="reconfigure",
+                    )
+                )
+        case Stop():
+            if message.reply is not None:
+                message.reply.send(None)
+        case Cancel() | ApprovalDecision() | Hibernate():
+            pass  # casts: nobody waits for an answer
+        case _:
+            assert_never(message)

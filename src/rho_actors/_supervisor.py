@@ -162,12 +162,21 @@ class _ReadyReporter:
 
 
 class _Child:
-    __slots__ = ("_done", "finished", "restart_requested", "scope", "spec", "stopping")
+    __slots__ = (
+        "_done",
+        "finished",
+        "restart_failure",
+        "restart_requested",
+        "scope",
+        "spec",
+        "stopping",
+    )
 
     def __init__(self, spec: _Spec) -> None:
         self.spec = spec
         self.scope: trio.CancelScope | None = None
         self.restart_requested = False
+        self.restart_failure = ""
         self.stopping = False
         self.finished = False
         # Made only when someone waits for the child to end (a shutdown).
@@ -267,7 +276,9 @@ class Supervisor:
                 if child.scope.cancelled_caught or child.stopping:
                     if child.restart_requested and not child.stopping:
                         child.restart_requested = False
-                        await self._before_restart(child)
+                        if not await self._before_restart(child):
+                            reason = f"failed: {child.restart_failure}"
+                            return
                         continue
                     reason = "shut down" if child.stopping else "terminated"
                     return
@@ -285,7 +296,14 @@ class Supervisor:
                     reason = "failed: the supervisor gave up"
                     raise
                 self._restart_siblings(child)
-                await self._before_restart(child)
+                if not await self._before_restart(child):
+                    reason = f"failed: {child.restart_failure}"
+                    return
+        except trio.Cancelled as exc:
+            # The supervisor itself is stopping (its block ended, it gave
+            # up, or its own parent is cancelling it).
+            reason = f"shut down ({exc.reason or 'the supervisor was cancelled'})"
+            raise
         finally:
             if self._children.get(spec.id) is child:
                 del self._children[spec.id]
@@ -293,9 +311,23 @@ class Supervisor:
                 spec.on_exit(reason)
             child.set_finished()
 
-    async def _before_restart(self, child: _Child) -> None:
-        if child.spec.on_restart is not None:
+    async def _before_restart(self, child: _Child) -> bool:
+        """Prepare a restart; False if the child cannot come back.
+
+        A child whose restart preparation fails (a session whose trace can no
+        longer be read) is given up alone: one bad child never takes its
+        supervisor, and every other child with it, down.
+        """
+        if child.spec.on_restart is None:
+            return True
+        try:
             await child.spec.on_restart()
+        except Exception as exc:
+            cause = single_exception(exc)
+            child.restart_failure = f"cannot restart: {type(cause).__name__}: {cause}"
+            self.last_failure = cause
+            return False
+        return True
 
     def _count_restart(self, child: _Child, failure: Exception | None) -> None:
         """Record a restart; give up (escalate) past the intensity."""

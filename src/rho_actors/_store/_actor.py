@@ -281,6 +281,20 @@ async def serve_store(
     ref = StoreRef(mailbox, backend, telemetry)
     limiter = trio.CapacityLimiter(1)
     task_status.started(ref)
+    # Shielded: the Store stops when its mailbox is closed, never by
+    # cancellation. Whoever owns it closes the mailbox once every session it
+    # serves is gone, so the final records a cancelled run writes on its way
+    # out (in their own bounded, shielded scope) still have a Store to go to.
+    with trio.CancelScope(shield=True):
+        await _serve(mailbox, backend, telemetry, limiter)
+
+
+async def _serve(
+    mailbox: Mailbox[StoreMessage],
+    backend: StoreBackend | None,
+    telemetry: TelemetrySink | None,
+    limiter: trio.CapacityLimiter,
+) -> None:
     try:
         while True:
             try:
@@ -293,13 +307,9 @@ async def serve_store(
                     batch.append(mailbox.get_nowait())
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
-            # Shielded: a commit that started finishes, so an acknowledged
-            # write is never half-done and a cancelled store loses nothing
-            # it had accepted.
-            with trio.CancelScope(shield=True):
-                outcomes = await trio.to_thread.run_sync(
-                    _run_batch, backend, telemetry, batch, limiter=limiter
-                )
+            outcomes = await trio.to_thread.run_sync(
+                _run_batch, backend, telemetry, batch, limiter=limiter
+            )
             for reply, value, error in outcomes:
                 if reply is None:
                     continue
@@ -311,7 +321,6 @@ async def serve_store(
         mailbox.close()
         for msg in mailbox.drain():
             msg.reply.drop() if msg.reply is not None else None
-        with trio.CancelScope(shield=True):
-            for closable in (backend, telemetry):
-                if closable is not None:
-                    await trio.to_thread.run_sync(closable.close, limiter=limiter)
+        for closable in (backend, telemetry):
+            if closable is not None:
+                await trio.to_thread.run_sync(closable.close, limiter=limiter)
