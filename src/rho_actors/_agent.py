@@ -75,6 +75,8 @@ class Agent:
             reasoning_effort=config.reasoning_effort,
             service_tier=config.service_tier,
             response_format=config.response_format,
+            response_timeout=config.response_timeout,
+            stream_idle_timeout=config.stream_idle_timeout,
         )
 
     def create_client(self) -> ModelClient:

@@ -21,6 +21,11 @@ import yaml
 
 from ._errors import ConfigError
 
+# Defaults of the model client's limits (kept here, at the bottom layer, so
+# the config does not import the client).
+DEFAULT_RESPONSE_TIMEOUT = 60.0
+DEFAULT_STREAM_IDLE_TIMEOUT = 300.0
+
 DEFAULT_MODEL = "gpt-5-mini"
 DEFAULT_MAX_TURNS = 50
 
@@ -70,6 +75,10 @@ class AgentConfig:
     max_turns: int = DEFAULT_MAX_TURNS
     max_tool_executions: int | None = None
     temperature: float | None = None
+    # Seconds a model request may wait for its response headers, and a
+    # started stream may go without a byte (see rho_actors._llm).
+    response_timeout: float = DEFAULT_RESPONSE_TIMEOUT
+    stream_idle_timeout: float = DEFAULT_STREAM_IDLE_TIMEOUT
     # Never persisted: see to_file().
     api_key: str | None = attrs.field(default=None, repr=False)
     # Where the config was loaded from, for relative paths and error messages.
@@ -263,6 +272,10 @@ def _check_field(key: str, value: Any, source: str | None) -> Any:
         ):
             raise bad("a non-negative integer")
         return value
+    if key in ("response_timeout", "stream_idle_timeout"):
+        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+            raise bad("a positive number of seconds")
+        return float(value)
     if key == "temperature":
         if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
             raise bad("a number")

@@ -39,6 +39,7 @@ import trio
 from openai import AsyncStream
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+from . import _config
 from ._errors import ContextLengthExceeded, ModelError
 
 # Connections per pool shard: small enough that per-request pool bookkeeping
@@ -50,9 +51,23 @@ BACKOFF_BASE = 0.5
 BACKOFF_CAP = 30.0
 # A Retry-After longer than this is not worth waiting for inside a run.
 MAX_RETRY_AFTER = 120.0
-# A safety net for a server that stops talking; callers set real deadlines
-# with cancel scopes.
-_HTTP_TIMEOUT = httpx2.Timeout(600.0, connect=10.0)
+# How long a request may wait for the response headers. Streamed responses
+# start as soon as a provider accepts the request, so a silent minute means
+# the server is stuck (or a local server is still reading a huge prompt:
+# raise it for that). A non-streamed request, whose headers come only with
+# the whole answer, waits up to the idle limit instead.
+DEFAULT_RESPONSE_TIMEOUT = _config.DEFAULT_RESPONSE_TIMEOUT
+# How long a started stream may go without a single byte. Reasoning models
+# can think for minutes before their first token; OpenAI sends its first
+# chunk (the role) at once and then may say nothing, while OpenRouter and
+# Anthropic's compatible endpoint send SSE comments or ping events meanwhile.
+# Every byte counts as life (comments included), so this only ends a stream
+# that is truly dead, and five minutes lets the slowest thinking through.
+DEFAULT_STREAM_IDLE_TIMEOUT = _config.DEFAULT_STREAM_IDLE_TIMEOUT
+CONNECT_TIMEOUT = 10.0
+# The clients' own default, for requests made outside a session (every
+# session request sets its own limits).
+_HTTP_TIMEOUT = httpx2.Timeout(DEFAULT_STREAM_IDLE_TIMEOUT, connect=CONNECT_TIMEOUT)
 
 _ssl_context: ssl.SSLContext | None = None
 
@@ -258,6 +273,18 @@ class ModelSettings:
     service_tier: str | None = None
     response_format: Mapping[str, Any] | None = None
     max_retries: int = DEFAULT_MAX_RETRIES
+    response_timeout: float = DEFAULT_RESPONSE_TIMEOUT
+    stream_idle_timeout: float = DEFAULT_STREAM_IDLE_TIMEOUT
+
+    def header_wait(self, *, stream: bool) -> float:
+        """Seconds to wait for the response headers of one attempt."""
+        if stream:
+            return self.response_timeout
+        return max(self.response_timeout, self.stream_idle_timeout)
+
+    def http_timeout(self) -> httpx2.Timeout:
+        """Per-request limits: any single read may wait at most the idle limit."""
+        return httpx2.Timeout(self.stream_idle_timeout, connect=CONNECT_TIMEOUT)
 
 
 def build_body(
@@ -329,7 +356,21 @@ def _parse_retry_after(headers: Any) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+class NoResponse(Exception):
+    """One attempt got no response headers in time (retryable)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        super().__init__(f"no response from the model endpoint in {seconds:g} s")
+
+
+class SilentStream(Exception):
+    """A stream went idle before delivering anything: safe to retry."""
+
+
 def _is_retryable(exc: Exception) -> bool:
+    if isinstance(exc, NoResponse | SilentStream):
+        return True
     if isinstance(exc, openai.APIConnectionError):  # includes timeouts
         return True
     if isinstance(exc, openai.APIStatusError):
@@ -347,7 +388,11 @@ def _is_context_overflow(exc: Exception) -> bool:
     return "context length" in text or "context_length" in text or "too many tokens" in text
 
 
-def _describe(exc: Exception) -> str:
+def _describe(exc: Exception, settings: ModelSettings | None = None) -> str:
+    if isinstance(exc, NoResponse | SilentStream):
+        return str(exc)
+    if isinstance(exc, openai.APITimeoutError) and settings is not None:
+        return f"no response from the model endpoint in {settings.stream_idle_timeout:g} s"
     if isinstance(exc, openai.APIStatusError):
         return f"model endpoint returned HTTP {exc.status_code}: {exc.message}"
     if isinstance(exc, openai.APIConnectionError):
@@ -456,6 +501,11 @@ class _TurnAssembler:
                     slot["args"].append(function["arguments"])
         return text_out
 
+    @property
+    def empty(self) -> bool:
+        """Nothing the caller could have seen yet: no text, no tool call."""
+        return not self.text and not self.calls
+
     def finish(self) -> ModelTurn:
         if not self.done and self.finish_reason is None:
             raise ModelError("the model's stream ended before the reply was complete")
@@ -530,44 +580,73 @@ class ModelClient:
         *,
         stream: bool,
         on_retry: Callable[[Exception, float], None] | None = None,
-    ) -> tuple[Any, _Shard]:
-        response: Any
-        attempt = 0
+        attempt: int = 0,
+    ) -> tuple[Any, _Shard, int]:
+        """Send the request until a response starts; returns it, its shard and the attempt.
+
+        Each attempt waits for the headers inside a cancel scope (see
+        ``ModelSettings.header_wait``): a server that accepts the request and
+        never answers costs one bounded attempt, not the whole run.
+        """
+        settings = self.settings
+        options: Any = {"timeout": settings.http_timeout()}
+        wait = settings.header_wait(stream=stream)
         while True:
             await self.gate.wait()
             shard = self._provider.acquire()
+            failure: Exception
             try:
-                if stream:
-                    response = await shard.client.post(
-                        "/chat/completions",
-                        cast_to=cast(Any, ChatCompletion),
-                        content=body,
-                        stream=True,
-                        stream_cls=_RawStream,
-                    )
-                else:
-                    response = await shard.client.post(
-                        "/chat/completions", cast_to=cast(Any, ChatCompletion), content=body
-                    )
-                return response, shard
+                with trio.move_on_after(wait):
+                    if stream:
+                        response = await shard.client.post(
+                            "/chat/completions",
+                            cast_to=cast(Any, ChatCompletion),
+                            content=body,
+                            options=options,
+                            stream=True,
+                            stream_cls=_RawStream,
+                        )
+                    else:
+                        response = await shard.client.post(
+                            "/chat/completions",
+                            cast_to=cast(Any, ChatCompletion),
+                            content=body,
+                            options=options,
+                        )
+                    return response, shard, attempt
+                failure = NoResponse(wait)
             except openai.APIError as exc:
-                shard.active -= 1
-                if _is_context_overflow(exc):
-                    raise ContextLengthExceeded(_describe(exc), status_code=400) from exc
-                if not _is_retryable(exc) or attempt >= self.settings.max_retries:
-                    raise ModelError(
-                        _describe(exc), status_code=getattr(exc, "status_code", None)
-                    ) from exc
-                delay = retry_delay(exc, attempt)
-                if isinstance(exc, openai.RateLimitError):
-                    self.gate.pause(delay)
-                if on_retry is not None:
-                    on_retry(exc, delay)
-                attempt += 1
-                await trio.sleep(delay)
+                failure = exc
             except BaseException:
                 shard.active -= 1
                 raise
+            shard.active -= 1
+            attempt = await self._before_retry(failure, attempt, on_retry)
+
+    async def _before_retry(
+        self,
+        failure: Exception,
+        attempt: int,
+        on_retry: Callable[[Exception, float], None] | None,
+    ) -> int:
+        """Wait out the backoff for a retryable failure, or raise it as a ModelError."""
+        if _is_context_overflow(failure):
+            raise ContextLengthExceeded(_describe(failure), status_code=400) from failure
+        status = getattr(failure, "status_code", None)
+        if not _is_retryable(failure):
+            raise ModelError(_describe(failure, self.settings), status_code=status) from failure
+        if attempt >= self.settings.max_retries:
+            raise ModelError(
+                f"{_describe(failure, self.settings)} (gave up after {attempt + 1} attempts)",
+                status_code=status,
+            ) from failure
+        delay = retry_delay(failure, attempt)
+        if isinstance(failure, openai.RateLimitError):
+            self.gate.pause(delay)
+        if on_retry is not None:
+            on_retry(failure, delay)
+        await trio.sleep(delay)
+        return attempt + 1
 
     async def stream(
         self,
@@ -584,10 +663,29 @@ class ModelClient:
         is open, ``hold_connection`` is given a function that drops the
         connection synchronously, for a canceller that should not wait for
         this task to unwind (see ``RunControl.cancel``); it gets None after.
+
+        A stream that goes silent for ``stream_idle_timeout`` fails; if it
+        had delivered nothing yet (no text, no tool call), the request is
+        retried within the same retry budget as a failure before the headers.
         """
         body = build_body(self.settings, encoded_messages, tools, stream=True)
-        raw, shard = await self._open_with_retries(body, stream=True, on_retry=on_retry)
-        response: httpx2.Response = raw.response
+        attempt = 0
+        while True:
+            raw, shard, attempt = await self._open_with_retries(
+                body, stream=True, on_retry=on_retry, attempt=attempt
+            )
+            try:
+                return await self._read_stream(raw.response, shard, on_text, hold_connection)
+            except SilentStream as exc:
+                attempt = await self._before_retry(exc, attempt, on_retry)
+
+    async def _read_stream(
+        self,
+        response: httpx2.Response,
+        shard: _Shard,
+        on_text: Callable[[str], Any] | None,
+        hold_connection: Callable[[Callable[[], None] | None], None] | None,
+    ) -> ModelTurn:
         assembler = _TurnAssembler()
         parser = _SSEParser()
         failure: Exception | None = None
@@ -619,8 +717,14 @@ class ModelClient:
                 # We closed the socket because the caller is being cancelled:
                 # that is a cancellation, not a failed stream.
                 await trio.lowlevel.checkpoint()
-            # A reset connection or a broken chunked body mid-stream.
             if failure is None:
+                if isinstance(exc, httpx2.TimeoutException):
+                    idle = self.settings.stream_idle_timeout
+                    message = f"no data from the model endpoint for {idle:g} s mid-stream"
+                    if assembler.empty:
+                        raise SilentStream(message) from exc
+                    raise ModelError(message) from exc
+                # A reset connection or a broken chunked body mid-stream.
                 raise ModelError(f"stream failed: {_describe(exc)}") from exc
         finally:
             if hold_connection is not None:
@@ -642,7 +746,7 @@ class ModelClient:
     ) -> ModelTurn:
         """One non-streaming completion without tools (used for summaries)."""
         body = build_body(self.settings, encoded_messages, None, stream=False)
-        response, shard = await self._open_with_retries(body, stream=False, on_retry=on_retry)
+        response, shard, _ = await self._open_with_retries(body, stream=False, on_retry=on_retry)
         shard.active -= 1
         completion = cast(ChatCompletion, response)
         text = ""

@@ -7,7 +7,7 @@ type error. Requests that expect an answer carry their own :class:`Reply`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -29,6 +29,8 @@ class Prompt:
     on_event: EventCallback | None = None
     cancel_check: Callable[[], bool] | None = None
     token: CancellationToken | None = None
+    # Per-run overrides of the model client's settings (ModelSettings fields).
+    settings: Mapping[str, Any] | None = None
 
 
 @attrs.frozen(kw_only=True, slots=True)

@@ -167,6 +167,7 @@ async def execute_run(
     cancel_check: Callable[[], bool] | None,
     control: RunControl,
     token: CancellationToken | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """Run one prompt (or resume a paused run) and return its result."""
     state = session.state
@@ -175,7 +176,10 @@ async def execute_run(
     status: RunStatus = "completed"
     error: str | None = None
     services = session._require_services()
-    client = ModelClient(services.clients, session._model_settings())
+    model_settings = session._model_settings()
+    if settings:
+        model_settings = attrs.evolve(model_settings, **settings)
+    client = ModelClient(services.clients, model_settings)
 
     if not state.messages and session.agent.system_prompt:
         state.add_system_message(session.agent.system_prompt)

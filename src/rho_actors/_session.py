@@ -481,14 +481,29 @@ class Session:
         on_event: EventCallback | None = None,
         cancel_check: Callable[[], bool] | None = None,
         token: CancellationToken | None = None,
+        response_timeout: float | None = None,
+        stream_idle_timeout: float | None = None,
     ) -> RunResult:
         """Run ``prompt`` to completion and return the result.
 
         Cancelling the caller cancels the run: the run ends with
         ``status="cancelled"`` and the session stays usable. So does
         cancelling ``token``, or ``cancel_check()`` returning True.
+        ``response_timeout`` and ``stream_idle_timeout`` override the
+        agent's limits on a silent model endpoint for this run.
         """
         run_id = next(_run_ids)
+        settings = {
+            name: float(value)
+            for name, value in (
+                ("response_timeout", response_timeout),
+                ("stream_idle_timeout", stream_idle_timeout),
+            )
+            if value is not None
+        }
+        for name, value in settings.items():
+            if value <= 0:
+                raise ValueError(f"{name} must be a positive number of seconds, got {value:g}")
         return await self._ask_run(
             run_id,
             lambda reply: Prompt(
@@ -498,6 +513,7 @@ class Session:
                 on_event=on_event,
                 cancel_check=cancel_check,
                 token=token,
+                settings=settings or None,
             ),
         )
 
@@ -896,6 +912,7 @@ class Session:
                     cancel_check=message.cancel_check,
                     token=message.token,
                     control=control,
+                    settings=message.settings,
                 ),
                 control,
             )

@@ -215,6 +215,12 @@ class Reply:
     first_byte_delay: float | None = attrs.field(default=None, validator=_optional_non_negative)
     chunk_delay: float | None = attrs.field(default=None, validator=_optional_non_negative)
     chunk_size: int | None = attrs.field(default=None, validator=_optional_positive)
+    # A streamed reply that "thinks": after the response headers, this many
+    # seconds pass before the first chunk, as with a reasoning model. With
+    # ``keepalive``, an SSE comment line is sent every that many seconds
+    # meanwhile, as OpenRouter and other proxies do.
+    think_time: float = attrs.field(default=0.0, validator=_optional_non_negative)
+    keepalive: float | None = attrs.field(default=None, validator=_optional_non_negative)
 
     @classmethod
     def text(
@@ -227,6 +233,8 @@ class Reply:
         first_byte_delay: float | None = None,
         chunk_delay: float | None = None,
         chunk_size: int | None = None,
+        think_time: float = 0.0,
+        keepalive: float | None = None,
     ) -> Reply:
         return cls(
             content=content,
@@ -236,6 +244,8 @@ class Reply:
             first_byte_delay=first_byte_delay,
             chunk_delay=chunk_delay,
             chunk_size=chunk_size,
+            think_time=think_time,
+            keepalive=keepalive,
         )
 
     @classmethod

@@ -597,6 +597,10 @@ class ScriptedServer:
         # An HTTP/1.0 client gets an unframed body ended by closing the
         # connection (h11 has switched the response to that already).
         frame = _frame if conn.their_http_version == b"1.1" else bytes
+        if reply.think_time > 0:
+            await _write(stream, head)
+            head = b""
+            await _think(stream, frame, reply.think_time, reply.keepalive)
         if chunk_delay > 0:
             # One write per event so the client sees them arrive spaced out.
             await _write(stream, head + frame(events[0]) if due else head)
@@ -631,6 +635,26 @@ class ScriptedServer:
             await trio.sleep(chunk_delay)
         end = frame(b"".join(tail)) + conn.send(h11.EndOfMessage())
         await self._finish(stream, request, end, streaming=True)
+
+
+async def _think(
+    stream: trio.SocketStream,
+    frame: Callable[[bytes], bytes],
+    seconds: float,
+    keepalive: float | None,
+) -> None:
+    """Silence before the first chunk, broken only by keep-alive comments."""
+    deadline = trio.current_time() + seconds
+    if not keepalive:
+        await trio.sleep_until(deadline)
+        return
+    while (left := deadline - trio.current_time()) > 0:
+        await trio.sleep(min(keepalive, left))
+        if deadline - trio.current_time() > 0:
+            await _write(stream, frame(_KEEPALIVE))
+
+
+_KEEPALIVE = b": keep-alive\n\n"
 
 
 def _frame(data: bytes) -> bytes:
