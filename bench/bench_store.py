@@ -76,7 +76,9 @@ async def through_store(root: Path, writers: int, records: int) -> tuple[float, 
         # directories is a one-off filesystem cost, not a steady-state one.
         async with trio.open_nursery() as warm:
             for i in range(writers):
-                warm.start_soon(store.append, f"s{i}", [line(i, -1)])
+                warm.start_soon(
+                    store.create, f"s{i}", "model: bench\n", {"id": f"s{i}"}, [line(i, -1)]
+                )
         start = time.perf_counter()
         async with trio.open_nursery() as writers_nursery:
             for i in range(writers):
@@ -181,7 +183,9 @@ async def offered_load(
         async with trio.open_nursery() as warm:
             for i in range(writers):
                 (root / "files" / f"w{i}.jsonl").touch()
-                warm.start_soon(store.append, f"s{i}", [line(i, -1)])
+                warm.start_soon(
+                    store.create, f"s{i}", "model: bench\n", {"id": f"s{i}"}, [line(i, -1)]
+                )
         start = trio.current_time() + 0.1
         measured_from = start + WARMUP
 

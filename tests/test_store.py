@@ -89,13 +89,16 @@ async def test_group_commit_from_many_sessions(tmp_path: Path) -> None:
         ref = await nursery.start(serve_store, backend)
 
         async def writer(i: int) -> None:
+            await ref.create(f"s{i}", "model: m\n", {"id": f"s{i}"}, [])
             for j in range(20):
                 await ref.append(f"s{i}", [json.dumps({"seq": j}).encode() + b"\n"])
 
-        async with trio.open_nursery() as writers:
-            for i in range(50):
-                writers.start_soon(writer, i)
-        ref.close()
+        try:
+            async with trio.open_nursery() as writers:
+                for i in range(50):
+                    writers.start_soon(writer, i)
+        finally:
+            ref.close()
     for i in range(50):
         lines = (tmp_path / f"s{i}" / "trace.jsonl").read_text().splitlines()
         assert [json.loads(x)["seq"] for x in lines] == list(range(20))

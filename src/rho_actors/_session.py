@@ -677,7 +677,11 @@ class Session:
         """Make sure an actor is serving this session for the duration of the block."""
         if self._hibernating:
             await self.wake()
-        if self._services is not None and self._mailbox is not None:
+        if self._mailbox is not None and (
+            self._services is not None or self._supervisor is not None
+        ):
+            # Served now, or hosted by a supervisor that is restarting it:
+            # the mailbox survives the restart and the new actor reads it.
             self._users += 1
             try:
                 yield self._mailbox
@@ -766,6 +770,9 @@ class Session:
                     case _:
                         assert_never(message)
         finally:
+            store = services.store
+            if store is not None and self._on_disk:
+                store.release_nowait(self._id)  # its open trace file, until it runs again
             self._services = None
             self._control = None
 
@@ -789,9 +796,6 @@ class Session:
         self._mailbox = None
         self._outbox = None
         self._idle_event = None
-        store = self._services.store if self._services is not None else None
-        if store is not None:
-            store.release_nowait(self._id)  # its open trace file, until it wakes
 
     async def _reload_after_hibernation(self) -> None:
         if self._state is None:
@@ -1064,7 +1068,7 @@ class Session:
         sid = self.id
         if not self._on_disk:
             await self._create_on_disk(store)
-        if self._outbox:
+        elif self._outbox:
             lines, self._outbox = self._outbox, None
             await store.append(sid, lines)
         if run_started or run_finished or live:
@@ -1087,11 +1091,15 @@ class Session:
             await store.write_meta(sid, meta)
 
     async def _create_on_disk(self, store: Any) -> None:
-        self._on_disk = True
-        config = self.agent.config.to_dict()
-        await store.write_config(self.id, yaml.safe_dump(config, sort_keys=False))
+        """Create the session in the store whole: config, meta, and a trace that
+        opens with who this session is followed by every record so far.
+
+        Marked on disk only once the Store acknowledged all of it: a failed
+        creation (a permission error) is retried whole on the next write.
+        """
+        config = yaml.safe_dump(self.agent.config.to_dict(), sort_keys=False)
         now = time.time()
-        self._meta = {
+        meta: dict[str, Any] = {
             "id": self.id,
             "status": self.state.status,
             "created_at": now,
@@ -1101,10 +1109,10 @@ class Session:
             "first_prompt": "",
             "run_count": self.state.run_count,
             "total_tokens": 0,
+            "pid": os.getpid(),
         }
         if self._telemetry_metadata:
-            self._meta["metadata"] = json.loads(json.dumps(self._telemetry_metadata, default=str))
-        # The trace opens with who this session is; it goes before any queued record.
+            meta["metadata"] = json.loads(json.dumps(self._telemetry_metadata, default=str))
         start = r.Envelope(
             seq=0,
             ts=now,
@@ -1115,8 +1123,11 @@ class Session:
                 profile=self._profile.name,
             ),
         )
-        self._outbox = [r.encode(start), *(self._outbox or ())]
-        await store.write_meta(self.id, self._meta)
+        lines = [r.encode(start), *(self._outbox or ())]
+        await store.create(self.id, config, meta, lines)
+        self._outbox = None
+        self._meta = meta
+        self._on_disk = True
 
     def _adopt_stored(self, meta: dict[str, Any] | None) -> None:
         """Mark a session loaded from the store as already on disk."""

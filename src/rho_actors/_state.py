@@ -409,21 +409,21 @@ def _estimate(messages: list[dict[str, Any]]) -> int:
 def parse_trace(data: bytes, *, where: str) -> list[r.Envelope]:
     """Parse trace bytes. A torn final line (a crash mid-write) is dropped.
 
-    A corrupt line anywhere else is an error naming the file and line: it
-    means the trace was damaged, and silently skipping it would rebuild a
-    State that never existed.
+    A record is acknowledged only once its whole line, newline included, is
+    written, so whatever follows the last newline was never acknowledged and
+    is ignored (the next append truncates it). A corrupt line anywhere else is
+    an error naming the file and line: it means the trace was damaged, and
+    silently skipping it would rebuild a State that never existed.
     """
     envelopes: list[r.Envelope] = []
     lines = data.split(b"\n")
-    last = len(lines) - 1
+    lines.pop()  # after the last newline: empty, or a torn write
     for number, raw in enumerate(lines):
         if not raw.strip():
             continue
         try:
             parsed = json.loads(raw)
         except ValueError as exc:
-            if number == last:  # no newline after it: the write was torn
-                break
             raise StoreError(f"corrupt trace line {number + 1}", path=where) from exc
         if not isinstance(parsed, dict):
             raise StoreError(f"corrupt trace line {number + 1}", path=where)

@@ -33,6 +33,7 @@ survive the restart. Leaving the block stops the children gracefully
 from __future__ import annotations
 
 import collections
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -40,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import attrs
 import trio
 
-from ._errors import RhoError, SupervisionError, single_exception
+from ._errors import RhoError, StoreError, SupervisionError, single_exception
 from ._gc import tuned_gc
 from ._messages import Hibernate
 from ._registry import DEFAULT_MAX_SUBPROCESSES
@@ -60,6 +61,8 @@ DEFAULT_MAX_RESTARTS = 3
 DEFAULT_PERIOD = 5.0
 
 StartFn = Callable[..., Awaitable[Any]]
+
+logger = logging.getLogger("rho_actors.supervisor")
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -224,6 +227,9 @@ class Supervisor:
         self.last_failure: BaseException | None = None
         self.restart_count = 0
         self._closing = False
+        # What the last recover() skipped, each error naming the session,
+        # the file and the reason.
+        self.recovery_failures: list[Exception] = []
 
     @property
     def services(self) -> Services:
@@ -487,17 +493,29 @@ class Supervisor:
             raise RhoError("this supervisor has no store", operation="recover")
         store = self.store
         recovered: list[Session] = []
+        self.recovery_failures = []
         for info in await store.alist():
+            if info.status == "corrupt" and info.error is not None:
+                self._recovery_failed(StoreError(info.error, session_id=info.id))
+                continue
             if info.status != "interrupted" or info.id in self.sessions:
                 continue
-            agent = (
-                agent_factory(info.id)
-                if agent_factory is not None
-                else await trio.to_thread.run_sync(store.agent_for, info.id)
-            )
-            session = await store.aresume(info.id, agent)
-            recovered.append(await self.start_session(session))
+            try:
+                agent = (
+                    agent_factory(info.id)
+                    if agent_factory is not None
+                    else await trio.to_thread.run_sync(store.agent_for, info.id)
+                )
+                session = await store.aresume(info.id, agent)
+                recovered.append(await self.start_session(session))
+            except (RhoError, ValueError) as exc:
+                # One bad session is reported and skipped; the rest come back.
+                self._recovery_failed(exc)
         return recovered
+
+    def _recovery_failed(self, error: Exception) -> None:
+        self.recovery_failures.append(error)
+        logger.warning("recover: skipped a session: %s", error)
 
     # --- nesting ----------------------------------------------------------
 

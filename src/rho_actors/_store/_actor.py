@@ -8,6 +8,7 @@ serves hundreds of sessions; when idle, a lone record is written at once.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, assert_never
 
@@ -22,6 +23,9 @@ from ._backend import SessionInfo, StoreBackend
 # Requests committed together at most; bounds the latency of one commit.
 MAX_BATCH = 4096
 STORE_MAILBOX_CAPACITY = 1024
+# How long a cancelled Store keeps committing the final records of the
+# sessions stopping with it (they bound their own final writes at 5 s).
+CANCELLED_GRACE = 6.0
 
 
 class Append:
@@ -54,10 +58,24 @@ class WriteConfig:
 
 
 @attrs.frozen(kw_only=True, slots=True)
-class Release:
-    """A session went idle (hibernated): close what the backend keeps open for it."""
+class Create:
+    """Create a session whole: config, meta and its first trace lines, or nothing."""
 
     session_id: str
+    config_yaml: str
+    meta: Mapping[str, Any]
+    lines: list[bytes]
+    reply: Reply[None]
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Release:
+    """Sessions stopped or hibernated: close what the backend keeps open for them.
+
+    Carries no ids: they wait in the StoreRef's release set, which the actor
+    empties, so a release is never lost to a full mailbox.
+    """
+
     reply: None = None
 
 
@@ -85,7 +103,15 @@ class RecordTelemetry:
 
 
 StoreMessage = (
-    Append | WriteMeta | WriteConfig | Release | Load | ReadMeta | ListSessions | RecordTelemetry
+    Append
+    | Create
+    | WriteMeta
+    | WriteConfig
+    | Release
+    | Load
+    | ReadMeta
+    | ListSessions
+    | RecordTelemetry
 )
 
 
@@ -100,7 +126,7 @@ class TelemetrySink(Protocol):
 class StoreRef:
     """How sessions talk to the Store actor."""
 
-    __slots__ = ("_mailbox", "backend", "telemetry")
+    __slots__ = ("_mailbox", "_releases", "backend", "telemetry")
 
     def __init__(
         self,
@@ -111,6 +137,26 @@ class StoreRef:
         self._mailbox = mailbox
         self.backend = backend
         self.telemetry = telemetry
+        # Sessions whose open files can go (see Release); a set, so a
+        # session stopping twice costs nothing and nothing is ever dropped.
+        self._releases: set[str] = set()
+
+    async def create(
+        self, session_id: str, config_yaml: str, meta: Mapping[str, Any], lines: list[bytes]
+    ) -> None:
+        """Create the session's directory (or row) whole, or fail and leave nothing."""
+        await ask(
+            self._mailbox,
+            lambda reply: Create(
+                session_id=session_id,
+                config_yaml=config_yaml,
+                meta=dict(meta),
+                lines=lines,
+                reply=reply,
+            ),
+            what="create session",
+            session_id=session_id,
+        )
 
     async def append(self, session_id: str, lines: list[bytes]) -> None:
         """Append lines and wait until they are committed."""
@@ -166,12 +212,19 @@ class StoreRef:
         )
 
     def release_nowait(self, session_id: str) -> None:
-        """Tell the backend a session went idle; skipped if the mailbox is full."""
-        self._mailbox.put_nowait(Release(session_id=session_id))
+        """Tell the backend a session stopped or went idle; never blocks, never lost.
+
+        If the mailbox is full the Store is busy, and it empties the release
+        set after the batch in hand anyway.
+        """
+        self._releases.add(session_id)
+        self._mailbox.put_nowait(_RELEASE)
 
     def close(self) -> None:
         self._mailbox.close()
 
+
+_RELEASE = Release()
 
 # One step of a commit: (function to run in the thread, replies to settle).
 _Outcome = tuple[Reply[Any] | None, Any, BaseException | None]
@@ -181,7 +234,10 @@ _NO_BACKEND = StoreError("this store has no session backend (telemetry only)")
 
 
 def _run_batch(
-    backend: StoreBackend | None, telemetry: TelemetrySink | None, batch: list[StoreMessage]
+    backend: StoreBackend | None,
+    telemetry: TelemetrySink | None,
+    batch: list[StoreMessage],
+    releases: list[str],
 ) -> list[_Outcome]:
     """Apply a batch in order, merging runs of appends into one backend call.
 
@@ -212,6 +268,8 @@ def _run_batch(
         if isinstance(msg, Append):
             pending.append(msg)
             continue
+        if isinstance(msg, Release):
+            continue  # the ids come with the batch (see serve_store)
         if isinstance(msg, RecordTelemetry):
             rows.extend(msg.rows)
             row_replies.append(msg.reply)
@@ -219,6 +277,10 @@ def _run_batch(
         flush_appends()
         results.append(_run_one(backend, msg))
     flush_appends()
+    if releases and backend is not None:
+        for session_id in releases:
+            with contextlib.suppress(Exception):
+                backend.release(session_id)
     if row_replies:
         error: BaseException | None = None
         try:
@@ -250,9 +312,13 @@ def _run_one(backend: StoreBackend | None, msg: StoreMessage) -> _Outcome:
         case WriteConfig():
             call = lambda: backend.write_config(msg.session_id, msg.config_yaml)  # noqa: E731
             sid = msg.session_id
-        case Release():
-            call = lambda: backend.release(msg.session_id)  # noqa: E731
+        case Create():
+            call = lambda: backend.create(  # noqa: E731
+                msg.session_id, msg.config_yaml, msg.meta, msg.lines
+            )
             sid = msg.session_id
+        case Release():
+            raise AssertionError("releases are taken from the release set")
         case Load():
             call = lambda: backend.load(msg.session_id)  # noqa: E731
             sid = msg.session_id
@@ -281,46 +347,56 @@ async def serve_store(
     ref = StoreRef(mailbox, backend, telemetry)
     limiter = trio.CapacityLimiter(1)
     task_status.started(ref)
-    # Shielded: the Store stops when its mailbox is closed, never by
-    # cancellation. Whoever owns it closes the mailbox once every session it
-    # serves is gone, so the final records a cancelled run writes on its way
-    # out (in their own bounded, shielded scope) still have a Store to go to.
-    with trio.CancelScope(shield=True):
-        await _serve(mailbox, backend, telemetry, limiter)
-
-
-async def _serve(
-    mailbox: Mailbox[StoreMessage],
-    backend: StoreBackend | None,
-    telemetry: TelemetrySink | None,
-    limiter: trio.CapacityLimiter,
-) -> None:
     try:
-        while True:
-            try:
-                first = await mailbox.get()
-            except trio.EndOfChannel:
-                break
-            batch = [first]
-            while len(batch) < MAX_BATCH:
-                try:
-                    batch.append(mailbox.get_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-            outcomes = await trio.to_thread.run_sync(
-                _run_batch, backend, telemetry, batch, limiter=limiter
-            )
-            for reply, value, error in outcomes:
-                if reply is None:
-                    continue
-                if error is not None:
-                    reply.fail(error)
-                else:
-                    reply.send(value)
+        try:
+            await _serve(ref, limiter)
+        except trio.Cancelled:
+            # Cancelled with everything around it: sessions stopping at the
+            # same moment still write their final records (in their own
+            # bounded, shielded scopes), so keep serving them until the
+            # owner closes the mailbox, for a bounded grace.
+            with trio.move_on_after(CANCELLED_GRACE, shield=True):
+                await _serve(ref, limiter)
+            raise
     finally:
-        mailbox.close()
-        for msg in mailbox.drain():
-            msg.reply.drop() if msg.reply is not None else None
-        for closable in (backend, telemetry):
-            if closable is not None:
-                await trio.to_thread.run_sync(closable.close, limiter=limiter)
+        with trio.CancelScope(shield=True):
+            await _close(ref, limiter)
+
+
+async def _serve(ref: StoreRef, limiter: trio.CapacityLimiter) -> None:
+    """Commit batches until the mailbox is closed and drained."""
+    mailbox, backend, telemetry = ref._mailbox, ref.backend, ref.telemetry
+    while True:
+        try:
+            first = await mailbox.get()
+        except trio.EndOfChannel:
+            break
+        batch = [first]
+        while len(batch) < MAX_BATCH:
+            try:
+                batch.append(mailbox.get_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+        releases = list(ref._releases)
+        ref._releases.clear()
+        outcomes = await trio.to_thread.run_sync(
+            _run_batch, backend, telemetry, batch, releases, limiter=limiter
+        )
+        for reply, value, error in outcomes:
+            if reply is None:
+                continue
+            if error is not None:
+                reply.fail(error)
+            else:
+                reply.send(value)
+
+
+async def _close(ref: StoreRef, limiter: trio.CapacityLimiter) -> None:
+    mailbox = ref._mailbox
+    mailbox.close()
+    for msg in mailbox.drain():
+        if msg.reply is not None:
+            msg.reply.drop()
+    for closable in (ref.backend, ref.telemetry):
+        if closable is not None:
+            await trio.to_thread.run_sync(closable.close, limiter=limiter)

@@ -10,10 +10,26 @@ The session-directory backend keeps one folder per session::
                        /trace.jsonl   append-only records, one JSON object per line
                        /meta.json     a small summary for listing without replay
 
-Appends are written and flushed before the Store acknowledges them, which is
-what survives a ``kill -9``: the data is in the kernel's page cache. Pass
+Appends are written before the Store acknowledges them, which is what
+survives a ``kill -9``: the data is in the kernel's page cache. Pass
 ``fsync=True`` to also survive a power cut, at the cost of a disk flush per
 group commit.
+
+The trace protocol is complete-or-absent:
+
+* An append is written whole or not at all: short writes are continued, and
+  a write that fails part way (a full disk) is cut off again with
+  ``ftruncate`` before the failure is reported, so nothing half-written is
+  ever followed by another record.
+* A torn tail (the process died mid-write) is fenced when the trace is next
+  opened for appending: the partial line, never acknowledged, is truncated.
+* A session directory appears complete or not at all: it is built under a
+  hidden name (config, meta, and a trace opening with ``session_start``) and
+  renamed into place.
+* ``meta.json`` is a cache of what the trace says, stamped with the trace's
+  size when written. A missing, unreadable or stale meta is rebuilt from the
+  trace, so a session never vanishes from a listing, and whether a session
+  was interrupted is read from the trace (a run start without a run end).
 """
 
 from __future__ import annotations
@@ -23,7 +39,10 @@ import datetime as dt
 import errno
 import json
 import os
-from collections.abc import Mapping
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,7 +50,7 @@ import attrs
 
 from .. import _records as r
 from .._errors import StoreError
-from .._state import parse_trace
+from .._state import State, parse_trace
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -50,6 +69,9 @@ class SessionInfo:
     turns: int = 0
     current_tool: str | None = None
     pid: int | None = None
+    # Set (with status "corrupt") when the session cannot be read: the file
+    # and the reason. Listed so one bad session is visible, never fatal.
+    error: str | None = None
 
 
 class StoreBackend(Protocol):
@@ -67,11 +89,19 @@ class StoreBackend(Protocol):
 
     def write_config(self, session_id: str, config_yaml: str) -> None: ...
 
+    def create(
+        self, session_id: str, config_yaml: str, meta: Mapping[str, Any], lines: list[bytes]
+    ) -> None:
+        """Create a session whole (config, meta, first trace lines) or not at all."""
+        ...
+
     def load(self, session_id: str) -> list[r.Envelope]: ...
 
     def read_meta(self, session_id: str) -> dict[str, Any] | None: ...
 
-    def list(self) -> list[SessionInfo]: ...
+    def list(self) -> list[SessionInfo]:
+        """Every session; one that cannot be read is listed with status ``corrupt``."""
+        ...
 
     def exists(self, session_id: str) -> bool: ...
 
@@ -100,10 +130,10 @@ def _ts(value: Any) -> dt.datetime | None:
     return None
 
 
-def info_from_meta(meta: Mapping[str, Any]) -> SessionInfo:
+def info_from_meta(meta: Mapping[str, Any], status: str | None = None) -> SessionInfo:
     return SessionInfo(
         id=str(meta.get("id", "")),
-        status=str(meta.get("status", "unknown")),
+        status=status or str(meta.get("status", "unknown")),
         created_at=_ts(meta.get("created_at")) or dt.datetime.fromtimestamp(0, tz=dt.UTC),
         model=str(meta.get("model", "")),
         profile=str(meta.get("profile", "")),
@@ -140,17 +170,58 @@ def _store_error(exc: OSError, what: str, path: Path, session_id: str | None) ->
     return StoreError(f"cannot {what} ({reason})", path=str(path), session_id=session_id)
 
 
-class DirectoryBackend:
-    """Session directories of JSONL traces: the embedded default."""
+# How old a half-built session directory must be before a listing removes
+# it: its creator died between building it and renaming it into place.
+STALE_CREATION_SECONDS = 600.0
+_CREATING = ".creating-"
+_TAIL_CHUNK = 65536
 
-    def __init__(self, root: str | os.PathLike[str], *, fsync: bool = False) -> None:
+# ``os.write``'s shape: what the backend writes trace bytes with. The seam
+# for fault injection (see ``rho_actors.testing.DiskFaults``).
+Writer = Callable[[int, memoryview], int]
+
+
+def pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+class _Trace:
+    """An open trace file and its committed size (where a failed append is cut back to)."""
+
+    __slots__ = ("fd", "size")
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd = fd
+        self.size = size
+
+
+class DirectoryBackend:
+    """Session directories of JSONL traces: the embedded default.
+
+    ``write`` is the function trace bytes are written with (``os.write``'s
+    shape: a file descriptor and bytes in, a count out). Tests pass a faulty
+    one to inject full disks and short writes; see
+    :class:`rho_actors.testing.DiskFaults`.
+    """
+
+    def __init__(
+        self, root: str | os.PathLike[str], *, fsync: bool = False, write: Writer = os.write
+    ) -> None:
         self.root = Path(root)
         self.fsync = fsync
-        # Open trace files, kept open between group commits.
-        self._handles: dict[str, Any] = {}
-        # Open trace files are kept (least recently used first out) so a
-        # busy session costs no open() per commit; bounded by a share of the
-        # process's file-descriptor limit.
+        self._write = write
+        # Open trace files, kept open between group commits (least recently
+        # used first out) so a busy session costs no open() per commit;
+        # bounded by a share of the process's file-descriptor limit.
+        self._handles: dict[str, _Trace] = {}
         self._max_handles = _handle_budget()
 
     def _dir(self, session_id: str) -> Path:
@@ -158,67 +229,132 @@ class DirectoryBackend:
             raise StoreError(f"invalid session id {session_id!r}", path=str(self.root))
         return self.root / session_id
 
-    def _trace_handle(self, session_id: str) -> Any:
-        handle = self._handles.pop(session_id, None)
-        if handle is not None:
-            self._handles[session_id] = handle  # most recently used goes last
-        else:
-            if len(self._handles) >= self._max_handles:
-                oldest_id = next(iter(self._handles))
-                self._handles.pop(oldest_id).close()
-            folder = self._dir(session_id)
-            path = folder / "trace.jsonl"
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-                # Unbuffered: each commit is one write() straight to the kernel.
-                handle = open(path, "ab", buffering=0)  # noqa: SIM115 - kept open
-            except OSError as exc:
-                raise _store_error(exc, "open trace", path, session_id) from exc
-            self._handles[session_id] = handle
-        return handle
+    def _trace_path(self, session_id: str) -> Path:
+        return self._dir(session_id) / "trace.jsonl"
+
+    # --- appends ------------------------------------------------------------
+
+    def _trace(self, session_id: str) -> _Trace:
+        trace = self._handles.pop(session_id, None)
+        if trace is not None:
+            self._handles[session_id] = trace  # most recently used goes last
+            return trace
+        if len(self._handles) >= self._max_handles:
+            self.release(next(iter(self._handles)))
+        path = self._trace_path(session_id)
+        if not path.parent.is_dir():
+            raise StoreError("no such session", path=str(path.parent), session_id=session_id)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise _store_error(exc, "open trace", path, session_id) from exc
+        try:
+            size = _fence_torn_tail(fd)
+        except OSError as exc:
+            os.close(fd)
+            raise _store_error(exc, "repair the trace's torn tail", path, session_id) from exc
+        trace = self._handles[session_id] = _Trace(fd, size)
+        return trace
 
     def append(self, batch: Mapping[str, list[bytes]]) -> dict[str, StoreError]:
         failures: dict[str, StoreError] = {}
         for session_id, lines in batch.items():
             try:
-                handle = self._trace_handle(session_id)
-                data = b"".join(lines)
-                try:
-                    handle.write(data)
-                    if self.fsync:
-                        os.fsync(handle.fileno())
-                except OSError as exc:
-                    self.release(session_id)
-                    raise _store_error(
-                        exc, "append to trace", self._dir(session_id) / "trace.jsonl", session_id
-                    ) from exc
+                self._append(session_id, b"".join(lines))
             except StoreError as exc:
                 failures[session_id] = exc
         return failures
 
+    def _append(self, session_id: str, data: bytes) -> None:
+        trace = self._trace(session_id)
+        start = trace.size
+        try:
+            done = self._write_all(trace.fd, data)
+            if self.fsync:
+                os.fsync(trace.fd)
+        except OSError as exc:
+            # Complete or absent: cut the partial record off before reporting.
+            try:
+                os.ftruncate(trace.fd, start)
+            except OSError:
+                # Cannot cut it now: drop the handle, and the next open
+                # fences the torn tail before anything is appended.
+                self.release(session_id)
+            raise _store_error(
+                exc, "append to trace", self._trace_path(session_id), session_id
+            ) from exc
+        trace.size = start + done
+
     def release(self, session_id: str) -> None:
-        handle = self._handles.pop(session_id, None)
-        if handle is not None:
+        trace = self._handles.pop(session_id, None)
+        if trace is not None:
             with contextlib.suppress(OSError):
-                handle.close()
+                os.close(trace.fd)
+
+    def _trace_size(self, session_id: str) -> int | None:
+        trace = self._handles.get(session_id)
+        if trace is not None:
+            return trace.size
+        try:
+            return self._trace_path(session_id).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    # --- whole files ----------------------------------------------------------
+
+    def _write_file(self, path: Path, data: bytes) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            self._write_all(fd, data)
+            if self.fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _write_all(self, fd: int, data: bytes) -> int:
+        """Write everything, continuing after short writes; returns the count."""
+        view = memoryview(data)
+        done = 0
+        while done < len(view):
+            written = self._write(fd, view[done:])
+            if written <= 0:
+                raise OSError(errno.EIO, "the write made no progress")
+            done += written
+        return done
 
     def _write_atomic(self, path: Path, data: bytes, session_id: str) -> None:
         tmp = path.with_name(path.name + ".tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                if self.fsync:
-                    fh.flush()
-                    os.fsync(fh.fileno())
+            self._write_file(tmp, data)
             os.replace(tmp, path)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise _store_error(exc, f"write {path.name}", path, session_id) from exc
 
+    def create(
+        self, session_id: str, config_yaml: str, meta: Mapping[str, Any], lines: list[bytes]
+    ) -> None:
+        final = self._dir(session_id)
+        if final.exists():
+            raise StoreError("session already exists", path=str(final), session_id=session_id)
+        building = self.root / f"{_CREATING}{session_id}-{uuid.uuid4().hex[:8]}"
+        trace = b"".join(lines)
+        try:
+            building.mkdir(parents=True)
+            self._write_file(building / "config.yaml", config_yaml.encode())
+            self._write_file(building / "trace.jsonl", trace)
+            self._write_file(building / "meta.json", _meta_bytes(meta, len(trace)))
+            os.rename(building, final)
+            if self.fsync:
+                _fsync_dir(self.root)
+        except OSError as exc:
+            shutil.rmtree(building, ignore_errors=True)
+            raise _store_error(exc, "create session", final, session_id) from exc
+
     def write_meta(self, session_id: str, meta: Mapping[str, Any]) -> None:
-        data = json.dumps(dict(meta), indent=1, ensure_ascii=False).encode()
+        data = _meta_bytes(meta, self._trace_size(session_id))
         self._write_atomic(self._dir(session_id) / "meta.json", data, session_id)
 
     def write_config(self, session_id: str, config_yaml: str) -> None:
@@ -265,20 +401,16 @@ class DirectoryBackend:
             )
         return requests
 
+    # --- reading ----------------------------------------------------------------
+
     def exists(self, session_id: str) -> bool:
-        folder = self._dir(session_id)
-        return (folder / "trace.jsonl").exists() or (folder / "meta.json").exists()
+        return self._dir(session_id).is_dir()
 
     def load(self, session_id: str) -> list[r.Envelope]:
-        path = self._dir(session_id) / "trace.jsonl"
-        handle = self._handles.get(session_id)
-        if handle is not None:
-            handle.flush()
+        path = self._trace_path(session_id)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            if (self._dir(session_id) / "meta.json").exists():
-                return []
             raise StoreError(
                 "no such session", path=str(self._dir(session_id)), session_id=session_id
             ) from None
@@ -290,14 +422,65 @@ class DirectoryBackend:
             raise StoreError(exc.message, session_id=session_id, operation="load") from exc
 
     def read_meta(self, session_id: str) -> dict[str, Any] | None:
+        """The cached meta, or None if it is missing or unreadable (see :meth:`info`)."""
         path = self._dir(session_id) / "meta.json"
         try:
             meta = json.loads(path.read_bytes())
-        except FileNotFoundError:
-            return None
         except (OSError, ValueError):
             return None
         return meta if isinstance(meta, dict) else None
+
+    def info(self, session_id: str) -> SessionInfo:
+        """How the session stands, from its meta when that is current, else its trace.
+
+        Raises :class:`StoreError` (naming the file) if neither can be read.
+        """
+        meta = self.read_meta(session_id)
+        size = self._trace_size(session_id)
+        if size is None:
+            raise StoreError(
+                "incomplete session directory (no trace.jsonl)",
+                path=str(self._dir(session_id)),
+                session_id=session_id,
+            )
+        if meta is not None and meta.get("trace_size") == size:
+            status = str(meta.get("status", "unknown"))
+        elif meta is not None and meta.get("status") == "running" and _live_pid(meta):
+            # A live process is writing this trace right now: nothing to rebuild.
+            status = "running"
+        else:
+            meta = self.rebuild_meta(session_id, meta)
+            status = str(meta["status"])
+        if status == "running" and not _live_pid(meta):
+            status = "interrupted"  # a run start without a run end, and nobody running it
+        meta.setdefault("id", session_id)
+        return info_from_meta(meta, status)
+
+    def rebuild_meta(self, session_id: str, cached: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Meta derived from the trace (what a missing or stale meta.json should say)."""
+        envelopes = self.load(session_id)
+        state = State.replay(envelopes, session_id)
+        meta: dict[str, Any] = dict(cached or {})
+        first_prompt = meta.get("first_prompt") or ""
+        for envelope in envelopes:
+            record = envelope.record
+            if isinstance(record, r.SessionStarted):
+                meta.setdefault("created_at", record.created_at)
+                meta.setdefault("model", record.model)
+                meta.setdefault("profile", record.profile)
+            elif isinstance(record, r.RunStarted) and not first_prompt:
+                first_prompt = record.prompt[:500]
+        meta.update(
+            id=session_id,
+            status=state.status,
+            run_count=state.run_count,
+            total_tokens=state.usage.get("total_tokens", 0),
+            first_prompt=first_prompt,
+            updated_at=envelopes[-1].ts if envelopes else meta.get("updated_at"),
+        )
+        if state.status != "running":
+            meta["current_tool"] = None
+        return meta
 
     def list(self) -> list[SessionInfo]:
         try:
@@ -308,16 +491,73 @@ class DirectoryBackend:
             raise _store_error(exc, "list sessions", self.root, None) from exc
         infos: list[SessionInfo] = []
         for entry in entries:
-            if not entry.is_dir() or entry.name.startswith("."):
+            if entry.name.startswith(_CREATING):
+                _remove_if_stale(Path(entry.path))
                 continue
-            meta = self.read_meta(entry.name)
-            if meta is None:
+            if entry.name.startswith(".") or not entry.is_dir():
                 continue
-            meta.setdefault("id", entry.name)
-            infos.append(info_from_meta(meta))
+            try:
+                infos.append(self.info(entry.name))
+            except StoreError as exc:
+                infos.append(_corrupt_info(entry.name, exc))
         infos.sort(key=lambda info: info.created_at)
         return infos
 
     def close(self) -> None:
         for session_id in list(self._handles):
             self.release(session_id)
+
+
+def _meta_bytes(meta: Mapping[str, Any], trace_size: int | None) -> bytes:
+    stamped = {**meta, "trace_size": trace_size}
+    return json.dumps(stamped, indent=1, ensure_ascii=False).encode()
+
+
+def _live_pid(meta: Mapping[str, Any]) -> bool:
+    pid = meta.get("pid")
+    return isinstance(pid, int) and not isinstance(pid, bool) and pid_alive(pid)
+
+
+def _corrupt_info(session_id: str, exc: StoreError) -> SessionInfo:
+    return SessionInfo(
+        id=session_id,
+        status="corrupt",
+        created_at=dt.datetime.fromtimestamp(0, tz=dt.UTC),
+        model="",
+        profile="",
+        first_prompt="",
+        error=str(exc),
+    )
+
+
+def _fence_torn_tail(fd: int) -> int:
+    """Truncate a partial last line (never acknowledged); returns the trace's size."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return size
+    end = size
+    while end > 0:
+        start = max(0, end - _TAIL_CHUNK)
+        chunk = os.pread(fd, end - start, start)
+        newline = chunk.rfind(b"\n")
+        if newline >= 0:
+            keep = start + newline + 1
+            os.ftruncate(fd, keep)
+            return keep
+        end = start
+    os.ftruncate(fd, 0)
+    return 0
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_if_stale(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        if time.time() - path.stat().st_mtime > STALE_CREATION_SECONDS:
+            shutil.rmtree(path, ignore_errors=True)

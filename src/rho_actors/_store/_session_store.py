@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import attrs
 import trio
 
 from .._errors import StoreError
@@ -49,7 +48,12 @@ class SessionStore:
     ) -> None:
         if backend is not None and path is not None:
             raise TypeError("pass a path or a backend, not both")
-        self.path = Path(path) if path is not None else default_sessions_dir()
+        if path is not None:
+            self.path = Path(path)
+        elif isinstance(backend, DirectoryBackend):
+            self.path = backend.root
+        else:
+            self.path = default_sessions_dir()
         self.backend: StoreBackend = backend or DirectoryBackend(self.path, fsync=fsync)
 
     def create_session(self, agent: Agent, *, session_id: str | None = None) -> Session:
@@ -99,10 +103,12 @@ class SessionStore:
     def list(self) -> list[SessionInfo]:
         """Every stored session, oldest first (blocking; see :meth:`alist`).
 
-        A session recorded as running by a process that no longer exists is
-        listed as ``interrupted``.
+        A session whose trace has a run start without a run end, and whose
+        process no longer exists, is listed as ``interrupted``. A session that
+        cannot be read is listed with status ``corrupt`` and ``error`` naming
+        the file and the reason; it never hides the others.
         """
-        return [_with_liveness(info, self.backend) for info in self.backend.list()]
+        return self.backend.list()
 
     async def alist(self) -> builtins.list[SessionInfo]:
         return await trio.to_thread.run_sync(self.list)
@@ -142,25 +148,3 @@ class SessionStore:
 
     def __repr__(self) -> str:
         return f"SessionStore({str(self.path)!r})"
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
-
-
-def _with_liveness(info: SessionInfo, backend: StoreBackend) -> SessionInfo:
-    if info.status != "running":
-        return info
-    meta = backend.read_meta(info.id) or {}
-    pid = meta.get("pid")
-    if isinstance(pid, int) and not _pid_alive(pid):
-        return attrs.evolve(info, status="interrupted")
-    return info

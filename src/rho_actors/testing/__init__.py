@@ -5,6 +5,7 @@ whose answers (text, tool calls, usage, faults, timing) a test scripts in
 advance. See ``docs/testing.md``.
 """
 
+from ._faults import DiskFaults as DiskFaults
 from ._script import Fault as Fault
 from ._script import FaultKind as FaultKind
 from ._script import RecordedRequest as RecordedRequest
@@ -22,6 +23,7 @@ from ._server import serve_scripted as serve_scripted
 
 __all__ = [
     "DEFAULT_BACKLOG",
+    "DiskFaults",
     "Fault",
     "FaultKind",
     "RecordedRequest",
