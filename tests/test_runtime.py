@@ -69,10 +69,49 @@ async def test_seed_dispatch_and_handle(
     runtime = create_runtime("You are an analyst.", options=options())
     token = CancellationToken()
     handle = dispatch_prompt(runtime, "analyze the logs", token=token)
-    assert not handle.done() and handle.status == "pending"
+    assert not handle.done() and handle.status == "running"
     result = await handle.wait()
     assert handle.done() and result.text == "logs analysed"
     assert str(handle.status) == "completed"
+
+
+async def test_seed_polling_loop_ends_without_a_nursery(
+    server: ScriptedServer,
+    options: Callable[..., RuntimeOptions],
+    loopback_autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The seed's polling pattern: a dispatch without a nursery starts at once and ends."""
+    server.add(Reply.text("polled"))
+    runtime = create_runtime("You are an analyst.", options=options())
+    handle = dispatch_prompt(runtime, "analyze the logs")
+    polls = 0
+    while not handle.done():
+        await trio.sleep(1)
+        polls += 1
+    assert polls <= 2 and handle.status == "completed"
+    assert (await handle.wait()).text == "polled"
+
+
+async def test_hosted_work_that_fails_reaches_the_handle_not_trio(
+    server: ScriptedServer, options: Callable[..., RuntimeOptions]
+) -> None:
+    """An error inside a dispatched run is recorded on its handle; trio carries on."""
+    runtime = create_runtime("You are an analyst.", options=options())
+
+    def broken_callback(event: object) -> None:
+        raise ValueError("the callback broke")
+
+    server.add(Reply.text("x"))
+    handle = dispatch_prompt(runtime, "go", on_event=broken_callback)
+    result = await handle.wait()
+    assert result.status == "error" and "the callback broke" in (result.error or "")
+    await runtime.session.close()
+
+    runtime.session.approval_callback = None
+    handle = dispatch_prompt(create_runtime(None, options=options(base_url="nope://x")), "go")
+    with pytest.raises(Exception, match="base_url"):
+        await handle.wait()
+    assert handle.status == "error"
 
 
 async def test_seed_parallel_dispatch_runs_concurrently(

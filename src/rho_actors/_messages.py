@@ -76,6 +76,9 @@ class Stop:
 
     grace: float | None = None
     reply: Reply[None] | None = None
+    # Stop only if nothing is in flight, queued or waiting (how the ambient
+    # host lets go of a standalone session); otherwise ignored.
+    if_idle: bool = False
 
 
 @attrs.frozen(kw_only=True, slots=True)

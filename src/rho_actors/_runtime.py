@@ -7,18 +7,17 @@ session run, ``dispatch_prompt`` a run whose result is collected later.
 Background runs and structured concurrency
 ------------------------------------------
 ``dispatch_prompt(runtime, prompt)`` with a ``nursery=`` starts the run in
-that nursery at once. Without one (the seed's form) there is no nursery to
-put it in, and rho_actors never starts a task nobody owns: the run is
-*queued*, and starts as soon as any task awaits ``handle.wait()``. The
-first waiter opens a nursery that runs every queued dispatch concurrently
-(and any dispatched while it waits); it returns when all of them are done.
-So the seed's pattern ::
+that nursery at once. Without one (the seed's form) the run starts at once
+in this ``trio.run``'s ambient host (see ``rho_actors._host``): the handle
+says ``running`` straight away, so the seed's polling loop ::
 
-    handles = [dispatch_prompt(rt, p) for rt, p in ...]
-    results = [await h.wait() for h in handles]
+    handle = dispatch_prompt(runtime, "analyze the logs")
+    while not handle.done():
+        await trio.sleep(1)
 
-runs everything in parallel, and nothing outlives the first ``wait()``. If
-that waiter is cancelled, the queued runs it was hosting are cancelled too.
+ends, and ``results = [await h.wait() for h in handles]`` collects runs that
+all went in parallel. Nothing outlives the ``trio.run``: when it ends, the
+host cancels what is still running (each run still ends cleanly).
 """
 
 from __future__ import annotations
@@ -37,13 +36,14 @@ from ._cancel import CancellationToken
 from ._config import AgentConfig
 from ._errors import RhoError
 from ._events import RunResult
+from ._host import ambient_host
 from ._messages import EventCallback
 from ._profiles import PermissionProfile, load_profile
 from ._session import ApprovalCallback, Session
 from ._store._session_store import SessionStore
 from ._tools import ToolRegistry
 
-HandleStatus = Literal["pending", "running", "completed", "cancelled", "error", "paused"]
+HandleStatus = Literal["running", "completed", "cancelled", "error", "paused"]
 
 
 def _env(name: str) -> str | None:
@@ -264,7 +264,7 @@ class AgentHandle:
         self._on_event = on_event
         self._token = CancellationToken()
         self._unlink = token.subscribe(self._token.cancel) if token is not None else None
-        self._status: HandleStatus = "pending"
+        self._status: HandleStatus = "running"
         self._result: RunResult | None = None
         self._error: BaseException | None = None
         self._done = trio.Event()
@@ -276,7 +276,7 @@ class AgentHandle:
 
     @property
     def status(self) -> HandleStatus:
-        """``pending`` (queued), ``running``, then the run's final status."""
+        """``running`` from the dispatch on, then the run's final status."""
         return self._status
 
     @property
@@ -295,6 +295,15 @@ class AgentHandle:
         except Exception as exc:
             self._error = exc
             self._status = "error"
+        except trio.Cancelled as exc:
+            # Whoever hosts the run (a nursery, or the ambient host at the end
+            # of trio.run) is going away; the run itself has wound down.
+            reason = exc.reason or "the run's host was cancelled"
+            self._result = RunResult(
+                text="", events=[], status="cancelled", usage={}, cancel_reason=reason
+            )
+            self._status = "cancelled"
+            raise
         else:
             self._result = result
             self._status = result.status
@@ -305,9 +314,8 @@ class AgentHandle:
             self._done.set()
 
     async def wait(self) -> RunResult:
-        """The run's result; without a nursery, this is what starts queued runs."""
-        if not self._done.is_set():
-            await _pool().drive(self)
+        """The run's result (an error in the machinery is raised here)."""
+        await self._done.wait()
         if self._error is not None:
             raise self._error
         assert self._result is not None
@@ -315,47 +323,6 @@ class AgentHandle:
 
     def __repr__(self) -> str:
         return f"AgentHandle(session={self.runtime.session_id!r}, status={self._status!r})"
-
-
-class _DispatchPool:
-    """Queued dispatches of this trio run, driven by whoever waits first."""
-
-    def __init__(self) -> None:
-        self.queue: list[AgentHandle] = []
-        self.nursery: trio.Nursery | None = None
-
-    def submit(self, handle: AgentHandle) -> None:
-        if self.nursery is not None:
-            self.nursery.start_soon(handle._execute)
-        else:
-            self.queue.append(handle)
-
-    async def drive(self, handle: AgentHandle) -> None:
-        if self.nursery is not None or handle not in self.queue:
-            # Another waiter is hosting the queued runs, or this one runs in
-            # a nursery its dispatcher gave: just wait for it.
-            await handle._done.wait()
-            return
-        try:
-            async with trio.open_nursery() as nursery:
-                self.nursery = nursery
-                queued, self.queue = self.queue, []
-                for queued_handle in queued:
-                    nursery.start_soon(queued_handle._execute)
-        finally:
-            self.nursery = None
-
-
-_POOL: trio.lowlevel.RunVar[_DispatchPool] = trio.lowlevel.RunVar("rho_actors_dispatch_pool")
-
-
-def _pool() -> _DispatchPool:
-    try:
-        return _POOL.get()
-    except LookupError:
-        pool = _DispatchPool()
-        _POOL.set(pool)
-        return pool
 
 
 def dispatch_prompt(
@@ -368,12 +335,13 @@ def dispatch_prompt(
 ) -> AgentHandle:
     """Start ``prompt`` in the background and return a handle.
 
-    With ``nursery=`` the run starts in it right away. Without, it is queued
-    until a task awaits a handle (see the module docstring).
+    With ``nursery=`` the run starts in it right away; without, it starts
+    right away in the ambient host (see the module docstring).
     """
     handle = AgentHandle(runtime, prompt, on_event, token)
+    handle._status = "running"
     if nursery is not None:
         nursery.start_soon(handle._execute)
     else:
-        _pool().submit(handle)
+        ambient_host().submit(handle._execute)
     return handle

@@ -1,13 +1,14 @@
 """The shared actors a session needs: model clients, the Registry, the Store.
 
-A supervisor holds one set for all its sessions. A session used on its own
-(``await Session(agent).run(...)`` in a plain ``trio.run``) opens a private
-set for the duration of each call, so there is never a task left running
-outside an ``async with`` block.
+A supervisor holds one set for all its sessions. Sessions used on their own
+(``await Session(agent).run(...)`` in a plain ``trio.run``) are hosted by the
+ambient host of that run (``rho_actors._host``), whose supervisors share one
+set of pools and one Registry.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -34,11 +35,23 @@ async def open_services(
     telemetry: TelemetrySink | None = None,
     *,
     max_subprocesses: int = DEFAULT_MAX_SUBPROCESSES,
+    shared: Services | None = None,
 ) -> AsyncIterator[Services]:
-    async with open_model_clients() as clients, trio.open_nursery() as nursery:
-        registry = await nursery.start(
-            functools.partial(serve_registry, max_subprocesses=max_subprocesses)
+    """The services for one supervisor; with ``shared``, reuse its pools and Registry
+    (the ambient host's) and start only a Store actor of our own."""
+    async with contextlib.AsyncExitStack() as stack:
+        clients = (
+            shared.clients
+            if shared is not None
+            else await stack.enter_async_context(open_model_clients())
         )
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        if shared is not None:
+            registry = shared.registry
+        else:
+            registry = await nursery.start(
+                functools.partial(serve_registry, max_subprocesses=max_subprocesses)
+            )
         store = None
         if backend is not None or telemetry is not None:
             store = await nursery.start(serve_store, backend, telemetry)
@@ -47,6 +60,7 @@ async def open_services(
         finally:
             # Closing the mailboxes lets both actors drain and return on their own,
             # so writes already accepted by the Store are committed.
-            registry.close()
+            if shared is None:
+                registry.close()
             if store is not None:
                 store.close()

@@ -65,7 +65,7 @@ from ._run import (
     compact_now,
     execute_run,
 )
-from ._services import Services, open_services
+from ._services import Services
 from ._state import State
 from ._tools import ToolHandler, ToolRegistry
 from .tools import builtin_tools
@@ -81,6 +81,9 @@ ApprovalCallback = Callable[[str, dict[str, Any]], Any]
 # Events buffered per event stream before a slow reader is cut off.
 EVENT_STREAM_CAPACITY = 1024
 SESSION_MAILBOX_CAPACITY = 64
+# How long a cancelled caller of run() waits for its run to wind down: the
+# run's final records are bounded by FINAL_WRITE_TIMEOUT (5 s).
+CANCELLED_CALLER_WAIT = 6.0
 
 _run_ids = itertools.count(1)
 
@@ -243,6 +246,7 @@ class Session:
     # instead of a per-instance dict.
     __slots__ = (
         "__weakref__",
+        "_ambient",
         "_backlog",
         "_compact_due",
         "_compacted_at",
@@ -254,6 +258,7 @@ class Session:
         "_idle",
         "_idle_event",
         "_idle_since",
+        "_left",
         "_live_turns",
         "_mailbox",
         "_meta",
@@ -263,6 +268,7 @@ class Session:
         "_outbox",
         "_pending_changes",
         "_profile",
+        "_released",
         "_restart_type",
         "_services",
         "_shutdown",
@@ -355,6 +361,13 @@ class Session:
         # not running); the supervisor's idle sweep reads it.
         self._idle_since: float | None = None
         self._hibernating = False
+        # Hosted by the ambient host (not a supervisor the user opened):
+        # released when its last caller leaves.
+        self._ambient = False
+        # Set as the actor stops for an idle release (see _forget_host).
+        self._released = False
+        # Set when the actor lets go of its host (see _leave_ambient_host).
+        self._left: trio.Event | None = None
         self._waking: trio.Event | None = None
         self._monitors: list[SessionMonitor] | None = None
         if store is not None:
@@ -395,6 +408,41 @@ class Session:
         """The actor-layer handle: ``send`` (cast), ``ask`` (call), ``monitor``."""
         return SessionRef(self)
 
+    async def _leave_ambient_host(self) -> None:
+        """Wait until the ambient host has released this session (it must be idle)."""
+        if self._users or not self._ambient:
+            raise RhoError(
+                "another Session object for this session id is in use in this process",
+                session_id=self.id,
+                operation="run",
+            )
+        if self._left is None:
+            self._left = trio.Event()
+        left = self._left
+        if self._mailbox is not None:
+            self._mailbox.put_nowait(_RELEASE_IF_IDLE)
+        await left.wait()
+
+    def _host_left(self) -> None:
+        left, self._left = self._left, None
+        if left is not None:
+            left.set()
+
+    def _forget_host(self) -> None:
+        """The ambient host let go of this idle session: the next call hosts it again.
+
+        Nothing was queued (the actor checked before stopping), and unlike a
+        stop for good, event streams stay open across the release.
+        """
+        self._released = False
+        self._ambient = False
+        mailbox, self._mailbox = self._mailbox, None
+        if mailbox is not None:
+            mailbox.close()
+        self._supervisor = None
+        self._idle_since = None
+        self._host_left()
+
     def _actor_ended(self, reason: str) -> None:
         """The actor stopped for good (not a restart, not hibernation).
 
@@ -417,6 +465,7 @@ class Session:
         monitors, self._monitors = self._monitors or [], None
         for monitor in monitors:
             monitor._fire(reason)
+        self._host_left()
 
     @property
     def telemetry_metadata(self) -> dict[str, Any]:
@@ -527,18 +576,24 @@ class Session:
 
     async def _ask_run(self, run_id: int, make: Callable[[Reply[RunResult]], Prompt]) -> RunResult:
         async with self._activated() as mailbox:
-            finished = False
+            reply: Reply[RunResult] = Reply()
+            await mailbox.put(make(reply), what="run", session_id=self.id)
             try:
-                result = await ask(mailbox, make, what="run", session_id=self.id)
-                finished = True
-                return result
-            finally:
-                if not finished:
-                    # The caller was cancelled (or the actor died): make sure
-                    # the run does not carry on without anyone waiting.
+                return await reply.wait(what="run", session_id=self.id)
+            except BaseException:
+                if not reply.settled:
+                    # The caller was cancelled: cancel the run too, and return
+                    # once it has wound down (its state valid, its final
+                    # records written), as a cancelled task's cleanup would.
                     mailbox.put_nowait(
                         Cancel(reason="the caller of run() was cancelled", run_id=run_id)
                     )
+                    with (
+                        trio.move_on_after(CANCELLED_CALLER_WAIT, shield=True),
+                        contextlib.suppress(Exception),
+                    ):
+                        await reply.wait(what="run", session_id=self.id)
+                raise
 
     async def cancel(self, reason: str = "cancelled by user") -> None:
         """Cancel the run in flight, if any. Not sticky: the next run starts clean."""
@@ -672,46 +727,53 @@ class Session:
             self._waking.set()
             self._waking = None
 
+    def _hosted(self) -> bool:
+        """An actor serves this session, or its supervisor is restarting one (the
+        mailbox survives the restart and the new actor reads it)."""
+        return self._mailbox is not None and (
+            self._services is not None or self._supervisor is not None
+        )
+
     @contextlib.asynccontextmanager
     async def _activated(self) -> AsyncIterator[Mailbox[SessionMessage]]:
-        """Make sure an actor is serving this session for the duration of the block."""
+        """Make sure an actor serves this session for the duration of the block.
+
+        A session nobody hosts is hosted by this trio run's ambient host while
+        it is used, and released when its last caller leaves.
+        """
         if self._hibernating:
             await self.wake()
-        if self._mailbox is not None and (
-            self._services is not None or self._supervisor is not None
-        ):
-            # Served now, or hosted by a supervisor that is restarting it:
-            # the mailbox survives the restart and the new actor reads it.
-            self._users += 1
+        while not self._hosted():
+            if self._waking is not None:
+                await self._waking.wait()
+                continue
+            self._waking = trio.Event()
             try:
-                yield self._mailbox
+                # An upward import: the ambient host is built on supervisors,
+                # which host sessions (see rho_actors._host).
+                from ._host import ambient_host
+
+                supervisor = await ambient_host().supervisor(self._store)
+                # Another Session object for the same id (the original of a
+                # resumed copy) may still be hosted, idle: it goes first, so
+                # one trace never has two writers.
+                while (other := supervisor.sessions.get(self.id)) not in (None, self):
+                    assert other is not None
+                    await other._leave_ambient_host()
+                await supervisor.start_session(self)
+                self._ambient = True
             finally:
-                self._release()
-            return
-        failure: Exception | None = None
-        async with (
-            open_services(self._backend(), self._telemetry_sink()) as services,
-            trio.open_nursery() as nursery,
-        ):
-            mailbox = await nursery.start(self.serve, services)
-            self._users += 1
-            try:
-                yield mailbox
-            except Exception as exc:
-                # Re-raised below, outside the nurseries, so the caller of
-                # run() or compact() gets the error itself, not a group.
-                failure = exc
-            finally:
-                self._release()
-                while self._users > 0:
-                    self._idle = trio.Event()
-                    await self._idle.wait()
-                # Nobody is waiting on the actor any more: it is idle, so
-                # stopping it by cancellation loses nothing. (A Stop message
-                # would outlive this call in the session's mailbox.)
-                nursery.cancel_scope.cancel(reason="standalone call finished")
-        if failure is not None:
-            raise failure
+                self._waking.set()
+                self._waking = None
+        mailbox = self._mailbox
+        assert mailbox is not None
+        self._users += 1
+        try:
+            yield mailbox
+        finally:
+            self._release()
+            if self._users == 0 and self._ambient and self._mailbox is not None:
+                self._mailbox.put_nowait(_RELEASE_IF_IDLE)
 
     def _release(self) -> None:
         self._users -= 1
@@ -760,8 +822,11 @@ class Session:
                         if message.reply is not None:
                             message.reply.send(None)
                     case Stop():
+                        if message.if_idle and (self._users or self._backlog or len(mailbox)):
+                            continue  # a caller came back: stay
                         if message.reply is not None:
                             message.reply.send(None)
+                        self._released = message.if_idle
                         return
                     case Hibernate():
                         if self._can_hibernate(mailbox):
@@ -877,6 +942,8 @@ class Session:
                         message.reply.send(None)
                 case Prompt() | CompactRequest():
                     self._queue_backlog(message)
+                case Stop() if message.if_idle:
+                    pass  # busy: not idle
                 case Stop():
                     if message.grace is not None:
                         control.scope.deadline = min(
@@ -905,7 +972,9 @@ class Session:
     async def _handle_prompt(self, message: Prompt) -> None:
         reply = message.reply
         if reply is not None and reply.abandoned:
-            return  # the caller gave up while the prompt was queued
+            # The caller gave up while the prompt was queued: the run never starts.
+            _answer_stopped(message, self.id, "its caller was cancelled")
+            return
         control = RunControl(message.run_id)
         try:
             result = await self._in_flight(
@@ -1136,6 +1205,9 @@ class Session:
 
     def __repr__(self) -> str:
         return f"Session(id={self.id!r}, status={self.state.status!r})"
+
+
+_RELEASE_IF_IDLE = Stop(if_idle=True)
 
 
 def _answer_stopped(message: SessionMessage, session_id: str, reason: str) -> None:

@@ -465,9 +465,13 @@ class Supervisor:
         return asked, earliest
 
     def _session_ended(self, session: Session, reason: str) -> None:
-        """Called when a session actor stops (for good, or to hibernate)."""
-        if not session._hibernating:
-            self.sessions.pop(session.id, None)
+        """Called when a session actor stops (for good, to hibernate, or released idle)."""
+        if session._hibernating:
+            return
+        self.sessions.pop(session.id, None)
+        if session._released:
+            session._forget_host()
+        else:
             session._actor_ended(reason)
 
     async def resume_session(self, session_id: str, agent: Agent) -> Session:
@@ -581,6 +585,7 @@ async def open_supervisor(
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
     telemetry: TelemetrySink | None = None,
     max_subprocesses: int = DEFAULT_MAX_SUBPROCESSES,
+    _shared: Services | None = None,
 ) -> AsyncIterator[Supervisor]:
     """Open a supervisor; children started on it live until the block ends.
 
@@ -596,7 +601,9 @@ async def open_supervisor(
     try:
         with tuned_gc():
             async with (
-                open_services(backend, telemetry, max_subprocesses=max_subprocesses) as services,
+                open_services(
+                    backend, telemetry, max_subprocesses=max_subprocesses, shared=_shared
+                ) as services,
                 trio.open_nursery() as nursery,
             ):
                 supervisor = Supervisor(
