@@ -121,6 +121,9 @@ class ScriptedServer:
         self.completed_streams = 0
         self.disconnects = 0
         self.connections = 0
+        # time.monotonic() when the first chat request arrived: the clock is
+        # system-wide, so a benchmark in another process can compare it.
+        self.first_request_at: float | None = None
         self._queue: collections.deque[ScriptItem] = collections.deque(replies)
         self._streaming: set[RecordedRequest] = set()
         self._changed = trio.Event()
@@ -294,6 +297,8 @@ class ScriptedServer:
             body=body,
             json=parsed,
         )
+        if self.first_request_at is None and request.path in _CHAT_PATHS:
+            self.first_request_at = time.monotonic()
         self.requests.append(request)
         self._notify()
         return request
@@ -316,7 +321,8 @@ class ScriptedServer:
         elif request.path == "/_stats" and request.method == "GET":
             # Counters for a client in another process (benchmarks), which
             # cannot read this object's attributes.
-            counters: dict[str, int] = {
+            counters: dict[str, float | None] = {
+                "first_request_at": self.first_request_at,
                 "requests": len(self.chat_requests),
                 "open_streams": self.open_streams,
                 "completed_streams": self.completed_streams,
