@@ -197,6 +197,23 @@ class Mailbox(Generic[M]):
         """Queue without waiting; False if the mailbox is full or closed."""
         return not self._closed and self._offer(message)
 
+    def put_control(self, message: M) -> bool:
+        """Queue a control message past the capacity: never waits, never dropped.
+
+        The control channel of an actor: a cancel, an approval decision or a
+        reconfiguration must reach the actor even while its mailbox is full
+        of prompts, and may come from synchronous code (a token's
+        ``cancel()``, cleanup during a cancellation). Unbounded on purpose:
+        each is sent once per user action, so the excess over the capacity is
+        bounded by the number of such actions in flight. False once closed.
+        """
+        if self._closed:
+            return False
+        if not self._offer(message):
+            assert self._queue is not None  # full, hence allocated
+            self._queue.append(message)
+        return True
+
     def _take(self) -> M:
         queue = self._queue
         assert queue is not None

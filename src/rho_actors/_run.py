@@ -35,7 +35,7 @@ from ._events import (
     RunStatus,
 )
 from ._llm import ModelClient, ModelTurn, ToolCall
-from ._messages import EventCallback
+from ._messages import Cancel, EventCallback
 from ._state import add_usage, empty_usage
 from ._tools import ToolContext, ToolOutput
 from ._tracing import set_attributes, span
@@ -208,7 +208,17 @@ async def execute_run(
         control.scope.deadline = trio.current_time() + timeout
 
     check = cancel_check or session.cancel_check
-    unsubscribe = token.subscribe(control.cancel) if token is not None else None
+    unsubscribe = None
+    if token is not None:
+        # The token may be cancelled from any task: it sends this run a
+        # Cancel message on the actor's control channel, never touching the
+        # run's scope itself.
+        run_id = control.run_id
+
+        def on_token_cancelled(reason: str) -> None:
+            session._send_control(Cancel(reason=reason, run_id=run_id))
+
+        unsubscribe = token.subscribe(on_token_cancelled)
     try:
         with (
             span(
@@ -536,7 +546,7 @@ async def _invoke(
         call_id=call.id,
         working_dir=session.working_dir,
         profile=session.profile,
-        extras={"session": session},
+        delegation=session._delegation(),
     )
     handler = session.tool(call.name)
     if handler is None and not session.profile.allows_tool(call.name):

@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, assert_never
 
+import attrs
 import trio
 import yaml
 
@@ -34,6 +35,7 @@ from . import _records as r
 from ._actor import Mailbox, Reply, ask
 from ._cancel import CancellationToken
 from ._compaction import DEFAULT_THRESHOLD, context_window_for
+from ._delegation import Delegation
 from ._errors import (
     ActorCrashed,
     ActorError,
@@ -597,10 +599,16 @@ class Session:
 
     async def cancel(self, reason: str = "cancelled by user") -> None:
         """Cancel the run in flight, if any. Not sticky: the next run starts clean."""
-        # A message like any other: the actor's control loop reads it while
-        # the run is in flight. With no actor there is nothing to cancel.
-        if self._mailbox is not None and self._services is not None:
-            await self._mailbox.put(Cancel(reason=reason), what="cancel", session_id=self.id)
+        await trio.lowlevel.checkpoint()
+        self.cancel_nowait(reason)
+
+    def cancel_nowait(self, reason: str = "cancelled by user") -> None:
+        """:meth:`cancel` for synchronous code (cleanup during a cancellation, callbacks).
+
+        A ``Cancel`` message on the actor's control channel, read at once by
+        the run in flight. With no actor there is nothing to cancel.
+        """
+        self._send_control(Cancel(reason=reason))
 
     async def compact(self, instructions: str | None = None) -> CompactResult:
         """Summarise older history now (``trigger="manual"``)."""
@@ -632,15 +640,19 @@ class Session:
         self.decide(tool_call_id, approved, reason)
 
     def decide(self, tool_call_id: str, approved: bool, reason: str | None) -> None:
-        """Deliver an approval decision as a message to the actor."""
+        """Deliver an approval decision as a message to the actor.
+
+        Through the actor's control channel (see ``Mailbox.put_control``):
+        never blocked by a full mailbox. With no actor, nothing else owns the
+        session, and the decision is kept for the run that resumes it.
+        """
         message = ApprovalDecision(tool_call_id=tool_call_id, approved=approved, reason=reason)
-        if (
-            self._mailbox is not None
-            and self._services is not None
-            and self._mailbox.put_nowait(message)
-        ):
-            return
-        self._handle_decision(message)
+        if not self._send_control(message):
+            self._handle_decision(message)
+
+    def _send_control(self, message: SessionMessage) -> bool:
+        """Send on the control channel if an actor hosts the session."""
+        return self._hosted() and self._mailbox is not None and self._mailbox.put_control(message)
 
     async def reconfigure(self, **changes: Any) -> None:
         """Change ``profile``, ``working_dir``, ``auto_approve`` or ``enable_delegate``.
@@ -652,9 +664,8 @@ class Session:
             # Resolved here (off the event loop: it may read a YAML file) so a
             # bad profile fails the caller, not the run.
             changes["profile"] = await trio.to_thread.run_sync(load_profile, changes["profile"])
-        if self._mailbox is not None and self._services is not None:
-            await self._mailbox.put(Reconfigure(changes=changes), what="reconfigure")
-        else:
+        await trio.lowlevel.checkpoint()
+        if not self._send_control(Reconfigure(changes=changes)):
             self._add_changes(changes)
             self._apply_reconfigure()
 
@@ -668,15 +679,9 @@ class Session:
         _check_reconfigurable(changes)
         if "profile" in changes:
             changes["profile"] = load_profile(changes["profile"])
-        running = self._mailbox is not None and self._services is not None
-        if (
-            running
-            and self._mailbox is not None
-            and self._mailbox.put_nowait(Reconfigure(changes=changes))
-        ):
-            return
-        self._add_changes(changes)
-        if not running:
+        if not self._send_control(Reconfigure(changes=changes)):
+            # No actor: nothing else owns the session's settings.
+            self._add_changes(changes)
             self._apply_reconfigure()
 
     def events(self, capacity: int = EVENT_STREAM_CAPACITY) -> EventStream:
@@ -1080,6 +1085,48 @@ class Session:
             if self._tools is self.agent.registry:
                 self._tools = self._tools.copy()
             self._tools.unregister("delegate")
+
+    # --- delegation ------------------------------------------------------
+
+    def _delegation(self) -> Delegation:
+        """The capability this session's tools get to start a child session."""
+
+        async def run_child(
+            prompt: str, profile: PermissionProfile, may_delegate: bool
+        ) -> RunResult:
+            return await self._run_child(prompt, profile, may_delegate)
+
+        return Delegation(depth=self.depth, profile=self._profile, run_child=run_child)
+
+    async def _run_child(
+        self, prompt: str, profile: PermissionProfile, may_delegate: bool
+    ) -> RunResult:
+        """A child session on this one's services, living inside the calling tool call."""
+        config = attrs.evolve(
+            self.agent.config,
+            profile=profile,
+            working_dir=str(self.working_dir),
+            auto_approve=self.auto_approve,
+        )
+        child_agent = type(self.agent)(config)
+        builtin = {h.name for h in builtin_tools(self.agent.profile)}
+        for handler in self.agent.registry:
+            # Custom tools carry over; built-ins come from the child's profile.
+            if handler.name not in builtin and handler.name != "delegate":
+                child_agent.registry.register(handler)
+        if not may_delegate:
+            child_agent.registry.unregister("delegate")
+        child = Session(child_agent)
+        child.depth = self.depth + 1
+        child.approval_callback = self.approval_callback
+        child.approval_timeout = self.approval_timeout
+        child.run_timeout = self.run_timeout
+        services = self._require_services()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(child.serve, services)
+            result = await child.run(prompt=prompt)
+            nursery.cancel_scope.cancel(reason="delegated run finished")
+        return result
 
     # --- events --------------------------------------------------------
 

@@ -43,6 +43,9 @@ class ToolContext:
     working_dir: Path
     profile: Any = None
     extras: Mapping[str, Any] = attrs.field(factory=dict)
+    # The capability to start a child session (for the delegate tool); the
+    # session itself is never handed to a tool.
+    delegation: Any = None
 
 
 @attrs.frozen(kw_only=True, slots=True)

@@ -11,16 +11,13 @@ delegation depth is bounded so agents cannot recurse without end.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
-import trio
 
-from .._profiles import BUILTIN_TOOL_NAMES
+from .._delegation import Delegation
+from .._profiles import load_profile
 from .._tools import JSONSchema, ToolContext, ToolOutput
-
-if TYPE_CHECKING:
-    from .._session import Session
 
 __all__ = ["DEFAULT_MAX_DEPTH", "DelegateTool"]
 
@@ -73,13 +70,10 @@ class DelegateTool:
         return False
 
     async def handle(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
-        from .._agent import Agent
-        from .._session import Session
-
-        parent = ctx.extras.get("session")
-        if not isinstance(parent, Session):
+        delegation = ctx.delegation
+        if not isinstance(delegation, Delegation):
             return ToolOutput(content="delegate: no parent session", is_error=True)
-        if parent.depth + 1 > self.max_depth:
+        if delegation.depth + 1 > self.max_depth:
             return ToolOutput(
                 content=f"delegate: maximum delegation depth ({self.max_depth}) reached; "
                 "do this part yourself",
@@ -87,7 +81,7 @@ class DelegateTool:
             )
         prompt = str(args["prompt"])
         requested = args.get("profile")
-        profile = parent.profile
+        profile = delegation.profile
         if requested is not None and requested != profile.name:
             if requested != "readonly":
                 return ToolOutput(
@@ -95,30 +89,11 @@ class DelegateTool:
                     f"({profile.name!r}) or 'readonly', not {requested!r}",
                     is_error=True,
                 )
-            from .._profiles import load_profile
-
             profile = load_profile("readonly")
-        config = attrs.evolve(
-            parent.agent.config,
-            profile=profile,
-            working_dir=str(parent.working_dir),
-            auto_approve=parent.auto_approve,
+        result = await delegation.run_child(
+            prompt, profile, may_delegate=delegation.depth + 1 < self.max_depth
         )
-        child_agent = Agent(config)
-        for handler in parent.agent.registry:
-            # Custom tools carry over; built-ins come from the child's profile.
-            if handler.name not in BUILTIN_TOOL_NAMES and handler.name != "delegate":
-                child_agent.registry.register(handler)
-        if parent.depth + 1 >= self.max_depth:
-            child_agent.registry.unregister("delegate")
-        child = _child_session(child_agent, parent)
-        services = parent._require_services()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(child.serve, services)
-            result = await child.run(prompt=prompt)
-            nursery.cancel_scope.cancel(reason="delegated run finished")
         metadata: dict[str, Any] = {
-            "child_session": child.id,
             "child_status": result.status,
             "child_usage": dict(result.usage),
         }
@@ -134,14 +109,3 @@ class DelegateTool:
             is_error=True,
             metadata=metadata,
         )
-
-
-def _child_session(agent: Any, parent: Session) -> Session:
-    from .._session import Session
-
-    child = Session(agent)
-    child.depth = parent.depth + 1
-    child.approval_callback = parent.approval_callback
-    child.approval_timeout = parent.approval_timeout
-    child.run_timeout = parent.run_timeout
-    return child
