@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -36,6 +37,7 @@ async def open_services(
     *,
     max_subprocesses: int = DEFAULT_MAX_SUBPROCESSES,
     shared: Services | None = None,
+    lock: threading.Lock | None = None,
 ) -> AsyncIterator[Services]:
     """The services for one supervisor; with ``shared``, reuse its pools and Registry
     (the ambient host's) and start only a Store actor of our own."""
@@ -54,7 +56,9 @@ async def open_services(
             )
         store = None
         if backend is not None or telemetry is not None:
-            store = await nursery.start(serve_store, backend, telemetry)
+            store = await nursery.start(
+                functools.partial(serve_store, backend, telemetry, lock=lock)
+            )
         try:
             yield Services(clients=clients, registry=registry, store=store)
         finally:

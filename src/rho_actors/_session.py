@@ -868,12 +868,9 @@ class Session:
         self._idle_event = None
 
     async def _reload_after_hibernation(self) -> None:
-        if self._state is None:
-            state = await trio.to_thread.run_sync(self._load_state_blocking)
-            self._install_state(state)
-            if self._store is not None:
-                meta = await trio.to_thread.run_sync(self._store.backend.read_meta, self._id)
-                self._meta = dict(meta or {})
+        if self._state is None and self._store is not None:
+            self._install_state(await self._store.aload_state(self._id))
+            self._meta = dict(await self._store.aread_meta(self._id) or {})
         self._hibernating = False
 
     async def _reload_after_crash(self) -> None:
@@ -886,8 +883,7 @@ class Session:
         self._outbox = None
         self._control = None
         if self._store is not None and self._on_disk:
-            state = await trio.to_thread.run_sync(self._load_state_blocking)
-            self._install_state(state)
+            self._install_state(await self._store.aload_state(self._id))
         state = self.state
         state.close_dangling_tool_calls("[interrupted: the session restarted after a crash]")
         if state.status == "running":

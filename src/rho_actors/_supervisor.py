@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import attrs
 import trio
 
-from ._errors import RhoError, StoreError, SupervisionError, single_exception
+from ._errors import ActorError, RhoError, StoreError, SupervisionError, single_exception
 from ._gc import tuned_gc
 from ._messages import Hibernate
 from ._registry import DEFAULT_MAX_SUBPROCESSES
@@ -508,7 +508,7 @@ class Supervisor:
                 agent = (
                     agent_factory(info.id)
                     if agent_factory is not None
-                    else await trio.to_thread.run_sync(store.agent_for, info.id)
+                    else await store.aagent_for(info.id)
                 )
                 session = await store.aresume(info.id, agent)
                 recovered.append(await self.start_session(session))
@@ -602,10 +602,17 @@ async def open_supervisor(
         with tuned_gc():
             async with (
                 open_services(
-                    backend, telemetry, max_subprocesses=max_subprocesses, shared=_shared
+                    backend,
+                    telemetry,
+                    max_subprocesses=max_subprocesses,
+                    shared=_shared,
+                    lock=store.lock if store is not None else None,
                 ) as services,
                 trio.open_nursery() as nursery,
             ):
+                # While it runs, the store's async calls go through its Store actor.
+                if store is not None and services.store is not None:
+                    store._attach(services.store)
                 supervisor = Supervisor(
                     nursery,
                     services,
@@ -625,6 +632,8 @@ async def open_supervisor(
                     with trio.move_on_after(shutdown_grace + 1):
                         await supervisor._shutdown()
                 finally:
+                    if store is not None and services.store is not None:
+                        store._detach(services.store)
                     for scope in background:
                         scope.cancel(reason="supervisor closing")
                     nursery.cancel_scope.cancel(reason="supervisor closed")
@@ -674,7 +683,14 @@ async def _watch_cancel_requests(supervisor: Supervisor, scope: trio.CancelScope
             await trio.sleep(CANCEL_POLL_INTERVAL)
             if not supervisor.sessions:
                 continue
-            requests = await trio.to_thread.run_sync(store.take_cancel_requests)
+            ref = supervisor.services.store
+            if ref is None:
+                return
+            try:
+                requests = await ref.take_cancel_requests()
+            except (StoreError, ActorError) as exc:
+                logger.warning("cannot read cancel requests: %s", exc)
+                continue
             for session_id, reason in requests.items():
                 session = supervisor.sessions.get(session_id)
                 if session is not None and session.running:

@@ -9,6 +9,7 @@ serves hundreds of sessions; when idle, a lone record is written at once.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, assert_never
 
@@ -97,6 +98,24 @@ class ListSessions:
 
 
 @attrs.frozen(kw_only=True, slots=True)
+class ReadConfig:
+    session_id: str
+    reply: Reply[str | None]
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class RequestCancel:
+    session_id: str
+    reason: str
+    reply: Reply[None]
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class TakeCancelRequests:
+    reply: Reply[dict[str, str]]
+
+
+@attrs.frozen(kw_only=True, slots=True)
 class RecordTelemetry:
     rows: list[Any]
     reply: Reply[None] | None = None
@@ -111,6 +130,9 @@ StoreMessage = (
     | Load
     | ReadMeta
     | ListSessions
+    | ReadConfig
+    | RequestCancel
+    | TakeCancelRequests
     | RecordTelemetry
 )
 
@@ -126,7 +148,7 @@ class TelemetrySink(Protocol):
 class StoreRef:
     """How sessions talk to the Store actor."""
 
-    __slots__ = ("_mailbox", "_releases", "backend", "telemetry")
+    __slots__ = ("_mailbox", "_releases", "backend", "lock", "telemetry")
 
     def __init__(
         self,
@@ -140,6 +162,7 @@ class StoreRef:
         # Sessions whose open files can go (see Release); a set, so a
         # session stopping twice costs nothing and nothing is ever dropped.
         self._releases: set[str] = set()
+        self.lock: threading.Lock | None = None
 
     async def create(
         self, session_id: str, config_yaml: str, meta: Mapping[str, Any], lines: list[bytes]
@@ -203,6 +226,29 @@ class StoreRef:
             self._mailbox, lambda reply: ListSessions(reply=reply), what="list sessions"
         )
 
+    async def read_config(self, session_id: str) -> str | None:
+        return await ask(
+            self._mailbox,
+            lambda reply: ReadConfig(session_id=session_id, reply=reply),
+            what="read config",
+            session_id=session_id,
+        )
+
+    async def request_cancel(self, session_id: str, reason: str) -> None:
+        await ask(
+            self._mailbox,
+            lambda reply: RequestCancel(session_id=session_id, reason=reason, reply=reply),
+            what="request cancel",
+            session_id=session_id,
+        )
+
+    async def take_cancel_requests(self) -> dict[str, str]:
+        return await ask(
+            self._mailbox,
+            lambda reply: TakeCancelRequests(reply=reply),
+            what="take cancel requests",
+        )
+
     async def record_telemetry(self, rows: Sequence[Any]) -> None:
         """Write telemetry rows (in the same group commit as trace records)."""
         await ask(
@@ -234,6 +280,20 @@ _NO_BACKEND = StoreError("this store has no session backend (telemetry only)")
 
 
 def _run_batch(
+    backend: StoreBackend | None,
+    telemetry: TelemetrySink | None,
+    batch: list[StoreMessage],
+    releases: list[str],
+    lock: threading.Lock | None,
+) -> list[_Outcome]:
+    """Apply a batch while holding the backend's lock (see ``SessionStore``)."""
+    if lock is None:
+        return _apply_batch(backend, telemetry, batch, releases)
+    with lock:
+        return _apply_batch(backend, telemetry, batch, releases)
+
+
+def _apply_batch(
     backend: StoreBackend | None,
     telemetry: TelemetrySink | None,
     batch: list[StoreMessage],
@@ -328,6 +388,15 @@ def _run_one(backend: StoreBackend | None, msg: StoreMessage) -> _Outcome:
         case ListSessions():
             call = backend.list
             sid = None
+        case ReadConfig():
+            call = lambda: backend.read_config(msg.session_id)  # noqa: E731
+            sid = msg.session_id
+        case RequestCancel():
+            call = lambda: backend.request_cancel(msg.session_id, msg.reason)  # noqa: E731
+            sid = msg.session_id
+        case TakeCancelRequests():
+            call = backend.take_cancel_requests
+            sid = None
         case _:
             assert_never(msg)
     try:
@@ -340,11 +409,18 @@ async def serve_store(
     backend: StoreBackend | None,
     telemetry: TelemetrySink | None = None,
     *,
+    lock: threading.Lock | None = None,
     task_status: trio.TaskStatus[StoreRef] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the Store actor until its mailbox is closed and drained."""
+    """Run the Store actor until its mailbox is closed and drained.
+
+    ``lock`` is held around every batch: the backend's owner (a
+    ``SessionStore``) holds it too when a synchronous seed call outside the
+    actor uses the same backend, so a backend never sees two callers at once.
+    """
     mailbox: Mailbox[StoreMessage] = Mailbox(STORE_MAILBOX_CAPACITY)
     ref = StoreRef(mailbox, backend, telemetry)
+    ref.lock = lock
     limiter = trio.CapacityLimiter(1)
     task_status.started(ref)
     try:
@@ -380,7 +456,7 @@ async def _serve(ref: StoreRef, limiter: trio.CapacityLimiter) -> None:
         releases = list(ref._releases)
         ref._releases.clear()
         outcomes = await trio.to_thread.run_sync(
-            _run_batch, backend, telemetry, batch, releases, limiter=limiter
+            _run_batch, backend, telemetry, batch, releases, ref.lock, limiter=limiter
         )
         for reply, value, error in outcomes:
             if reply is None:
@@ -399,4 +475,12 @@ async def _close(ref: StoreRef, limiter: trio.CapacityLimiter) -> None:
             msg.reply.drop()
     for closable in (ref.backend, ref.telemetry):
         if closable is not None:
-            await trio.to_thread.run_sync(closable.close, limiter=limiter)
+            await trio.to_thread.run_sync(_locked, closable.close, ref.lock, limiter=limiter)
+
+
+def _locked(call: Callable[[], None], lock: threading.Lock | None) -> None:
+    if lock is None:
+        call()
+        return
+    with lock:
+        call()

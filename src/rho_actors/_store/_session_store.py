@@ -1,23 +1,32 @@
 """``SessionStore``: the seed's handle on persisted sessions.
 
-The seed API is synchronous (``store.list()``, ``store.resume(...)``), so
-these methods do blocking file I/O; in async code prefer the ``a``-prefixed
-twins (``await store.alist()``), which run it in a worker thread. Writes
-never happen here: a session's records go through the Store actor while it
-runs.
+The Store actor is the only door to a backend. While a supervisor (or the
+ambient host) runs a Store actor for this store in the current ``trio.run``,
+the ``a``-prefixed methods (``await store.alist()``, ``aresume``,
+``arequest_cancel`` ...) are requests to that actor. Otherwise, and for the
+seed's synchronous methods (``store.list()``, ``store.resume(...)``), the
+call uses the backend in the calling thread while holding the store's lock,
+which the Store actor also holds around each of its batches: a backend never
+sees two callers at once, whichever path they take. In async code prefer
+the ``a`` methods: the synchronous ones block the event loop.
 """
 
 from __future__ import annotations
 
 import builtins
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
+import yaml
 
+from .. import _records as r
 from .._errors import StoreError
 from .._state import State
+from ._actor import StoreRef
 from ._backend import DirectoryBackend, SessionInfo, StoreBackend
 
 if TYPE_CHECKING:
@@ -25,6 +34,8 @@ if TYPE_CHECKING:
     from .._session import Session
 
 SESSIONS_DIR_ENV = "RHO_ACTORS_SESSIONS_DIR"
+
+T = TypeVar("T")
 
 
 def default_sessions_dir() -> Path:
@@ -55,12 +66,48 @@ class SessionStore:
         else:
             self.path = default_sessions_dir()
         self.backend: StoreBackend = backend or DirectoryBackend(self.path, fsync=fsync)
+        # Held by every user of the backend: the Store actor around each
+        # batch, a synchronous call for its duration.
+        self.lock = threading.Lock()
+        # Store actors serving this store now, with their trio run.
+        self._actors: list[tuple[trio.lowlevel.TrioToken, StoreRef]] = []
+
+    # --- the door ---------------------------------------------------------------
+
+    def _attach(self, ref: StoreRef) -> None:
+        """A Store actor for this store started (called by its owner)."""
+        self._actors.append((trio.lowlevel.current_trio_token(), ref))
+
+    def _detach(self, ref: StoreRef) -> None:
+        self._actors = [(token, r) for token, r in self._actors if r is not ref]
+
+    def _actor(self) -> StoreRef | None:
+        """A Store actor for this store in the current trio run, if one is serving."""
+        if not self._actors:
+            return None
+        try:
+            token = trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            return None
+        for owner, ref in self._actors:
+            if owner is token:
+                return ref
+        return None
+
+    def _locked(self, call: Callable[..., T], *args: Any) -> T:
+        with self.lock:
+            return call(*args)
+
+    async def _in_thread(self, call: Callable[..., T], *args: Any) -> T:
+        return await trio.to_thread.run_sync(self._locked, call, *args)
+
+    # --- sessions -----------------------------------------------------------------
 
     def create_session(self, agent: Agent, *, session_id: str | None = None) -> Session:
         """A new session whose runs are persisted here (files appear on its first run)."""
         from .._session import Session
 
-        if session_id is not None and self.backend.exists(session_id):
+        if session_id is not None and self._locked(self.backend.exists, session_id):
             raise StoreError("session already exists", session_id=session_id, operation="create")
         return Session(agent, session_id=session_id, store=self)
 
@@ -73,12 +120,30 @@ class SessionStore:
         finished get a synthetic result, so ``await session.resume()``
         continues the interrupted run from there.
         """
+        envelopes = self._locked(self.backend.load, session_id)
+        meta = self._locked(self.backend.read_meta, session_id)
+        return self._resumed(session_id, agent, envelopes, meta)
+
+    async def aresume(self, session_id: str, agent: Agent) -> Session:
+        actor = self._actor()
+        if actor is None:
+            return await trio.to_thread.run_sync(self.resume, session_id, agent)
+        envelopes = await actor.load(session_id)
+        meta = await actor.read_meta(session_id)
+        return self._resumed(session_id, agent, envelopes, meta)
+
+    def _resumed(
+        self,
+        session_id: str,
+        agent: Agent,
+        envelopes: builtins.list[r.Envelope],
+        meta: dict[str, Any] | None,
+    ) -> Session:
         from .._session import Session
 
-        envelopes = self.backend.load(session_id)
         state = State.replay(envelopes, session_id)
         session = Session(agent, state=state, store=self)
-        session._adopt_stored(self.backend.read_meta(session_id))
+        session._adopt_stored(meta)
         if state.status == "running":
             # Recorded through the session's observer: persisted on its next write.
             unanswered = {c.get("id") for c in state.unanswered_tool_calls()}
@@ -94,13 +159,23 @@ class SessionStore:
             state.set_status("interrupted")
         return session
 
-    async def aresume(self, session_id: str, agent: Agent) -> Session:
-        return await trio.to_thread.run_sync(self.resume, session_id, agent)
-
     def load_state(self, session_id: str) -> State:
-        return State.replay(self.backend.load(session_id), session_id)
+        """The session's State as its trace has it (blocking; see :meth:`aload_state`)."""
+        return State.replay(self._locked(self.backend.load, session_id), session_id)
 
-    def list(self) -> list[SessionInfo]:
+    async def aload_state(self, session_id: str) -> State:
+        actor = self._actor()
+        if actor is None:
+            return await trio.to_thread.run_sync(self.load_state, session_id)
+        return State.replay(await actor.load(session_id), session_id)
+
+    async def aread_meta(self, session_id: str) -> dict[str, Any] | None:
+        actor = self._actor()
+        if actor is None:
+            return await self._in_thread(self.backend.read_meta, session_id)
+        return await actor.read_meta(session_id)
+
+    def list(self) -> builtins.list[SessionInfo]:
         """Every stored session, oldest first (blocking; see :meth:`alist`).
 
         A session whose trace has a run start without a run end, and whose
@@ -108,22 +183,33 @@ class SessionStore:
         cannot be read is listed with status ``corrupt`` and ``error`` naming
         the file and the reason; it never hides the others.
         """
-        return self.backend.list()
+        return self._locked(self.backend.list)
 
     async def alist(self) -> builtins.list[SessionInfo]:
-        return await trio.to_thread.run_sync(self.list)
+        actor = self._actor()
+        if actor is None:
+            return await self._in_thread(self.backend.list)
+        return await actor.list()
 
     def agent_for(self, session_id: str) -> Agent:
         """An Agent built from the session's stored ``config.yaml`` (blocking)."""
+        return self._agent_from(session_id, self._locked(self.backend.read_config, session_id))
+
+    async def aagent_for(self, session_id: str) -> Agent:
+        actor = self._actor()
+        if actor is None:
+            text = await self._in_thread(self.backend.read_config, session_id)
+        else:
+            text = await actor.read_config(session_id)
+        return await trio.to_thread.run_sync(self._agent_from, session_id, text)
+
+    def _agent_from(self, session_id: str, text: str | None) -> Agent:
         from .._agent import Agent
         from .._config import AgentConfig
 
-        text = self.backend.read_config(session_id)
         if text is None:
             raise StoreError("no stored config", session_id=session_id, operation="agent_for")
         where = str(self.path / session_id / "config.yaml")
-        import yaml
-
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
@@ -134,12 +220,24 @@ class SessionStore:
         self, session_id: str, reason: str = "cancelled from another process"
     ) -> None:
         """Ask the process running this session to cancel its run (picked up within a second)."""
-        if not self.backend.exists(session_id):
-            raise StoreError("no such session", session_id=session_id, operation="request_cancel")
-        self.backend.request_cancel(session_id, reason)
+        with self.lock:
+            if not self.backend.exists(session_id):
+                raise StoreError(
+                    "no such session", session_id=session_id, operation="request_cancel"
+                )
+            self.backend.request_cancel(session_id, reason)
+
+    async def arequest_cancel(
+        self, session_id: str, reason: str = "cancelled from another process"
+    ) -> None:
+        actor = self._actor()
+        if actor is None:
+            await trio.to_thread.run_sync(self.request_cancel, session_id, reason)
+        else:
+            await actor.request_cancel(session_id, reason)
 
     def take_cancel_requests(self) -> dict[str, str]:
-        return self.backend.take_cancel_requests()
+        return self._locked(self.backend.take_cancel_requests)
 
     def get_latest_id(self) -> str | None:
         """The id of the most recently created session, or None."""
