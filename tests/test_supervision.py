@@ -15,7 +15,6 @@ from rho_actors import (
     Agent,
     MailboxClosed,
     RunResult,
-    Session,
     SessionStore,
     StoreError,
     SupervisionError,
@@ -23,7 +22,7 @@ from rho_actors import (
 )
 from rho_actors._store._backend import DirectoryBackend
 from rho_actors._supervisor import ChildSpec, Supervisor
-from rho_actors.testing import Reply, ScriptedServer
+from rho_actors.testing import Reply, ScriptedServer, crash_next_run
 
 
 class Worker:
@@ -175,22 +174,9 @@ async def test_crash_mid_run_restarts_with_mailbox_intact(
     server: ScriptedServer,
     make_agent: Callable[..., Agent],
     store: SessionStore,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A crash in the actor fails its caller and restarts the session; queued prompts survive."""
-    import rho_actors._session as session_module
-
-    real = session_module.execute_run  # type: ignore[attr-defined]
-    crashed = trio.Event()
-
-    async def crash_once(session: Session, **kwargs: Any) -> RunResult:
-        if kwargs["prompt"] == "crashes" and not crashed.is_set():
-            crashed.set()
-            await trio.sleep(0.05)  # let the second prompt queue up
-            raise RuntimeError("bug in the actor")
-        return await real(session, **kwargs)
-
-    monkeypatch.setattr(session_module, "execute_run", crash_once)
+    queued = trio.Event()
     server.default = lambda request: Reply.text(f"answer to {request.messages[-1]['content']}")
     agent = make_agent()
     outcomes: dict[str, Any] = {}
@@ -205,10 +191,13 @@ async def test_crash_mid_run_restarts_with_mailbox_intact(
             except ActorCrashed as exc:
                 outcomes[prompt] = exc
 
+        crash_next_run(session, RuntimeError("bug in the actor"), after=queued)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(run, "crashes")
-            await crashed.wait()
+            await trio.testing.wait_all_tasks_blocked()
             nursery.start_soon(run, "queued")
+            await trio.testing.wait_all_tasks_blocked()
+            queued.set()
             assert (await other.run(prompt="unaffected")).text == "answer to unaffected"
         assert sup.restart_count == 1
     assert isinstance(outcomes["crashes"], ActorCrashed)
@@ -407,17 +396,11 @@ async def test_session_ref_send_ask_and_monitor(
 async def test_monitor_reports_a_temporary_sessions_failure(
     server: ScriptedServer,
     make_agent: Callable[..., Agent],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A temporary session that crashes is not restarted; its monitor says why."""
-    import rho_actors._session as session_module
-
-    async def crash(session: Session, **kwargs: Any) -> RunResult:
-        raise RuntimeError("boom")
-
-    monkeypatch.setattr(session_module, "execute_run", crash)
     async with open_supervisor() as sup:
         session = await sup.start_session(make_agent(), restart="temporary")
+        crash_next_run(session, RuntimeError("boom"))
         monitor = session.ref.monitor()
         with pytest.raises(ActorCrashed):
             await session.run(prompt="go")

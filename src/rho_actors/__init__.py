@@ -3,6 +3,33 @@
 The seed-compatible layer (``Agent``, ``AgentConfig``, ``Session``,
 ``SessionStore`` ...) is built on the actor layer (``open_supervisor``,
 session actors, the Registry and Store actors), and both are public.
+
+The package is layered; each layer imports only from the layers below it,
+and the import-linter contracts in ``pyproject.toml`` (run by ``.ci/run``)
+hold it, with no import cycles between modules::
+
+    10 tools        cli/ testing/ __main__
+     9 top          _runtime _fanout
+     8 host         _host: the ambient host of each trio.run
+     7 facades      _supervisor (supervision and session hosting) _session_store
+                    _observability
+     6 session      _session (facade and actor) _run (the agent loop, over the
+                    session protocol it declares) _hosting (hosts and stores as
+                    a session sees them, and the ambient-hosting hook)
+     5 agent        _agent
+     4 services     _services _registry _store/ (the Store actor and its
+                    backends) _telemetry
+     3 edges        _llm (the model client) _tools tools/ _delegation (the
+                    capability a tool gets) _compaction
+     2 policy       _profiles _shell_policy _command_rules _shell_syntax _paths
+                    _sandbox: pure decisions and data
+     1 plumbing     _actor (mailbox, reply, control channel) _messages
+     0 data         _errors _events _records (the one cattrs converter) _state
+                    _config _cancel _gc _tracing
+
+A layer above reaches a layer below by importing it; a layer below reaches
+one above only through a protocol it declares (``_run.Session``,
+``_hosting.SessionHost``) or the one hook ``_host`` installs.
 """
 
 from ._agent import Agent as Agent
@@ -56,11 +83,11 @@ from ._session import EventStreamOverflow as EventStreamOverflow
 from ._session import Session as Session
 from ._session import SessionMonitor as SessionMonitor
 from ._session import SessionRef as SessionRef
+from ._session_store import SessionStore as SessionStore
 from ._state import State as State
 from ._store._backend import DirectoryBackend as DirectoryBackend
 from ._store._backend import SessionInfo as SessionInfo
 from ._store._backend import StoreBackend as StoreBackend
-from ._store._session_store import SessionStore as SessionStore
 from ._supervisor import ChildSpec as ChildSpec
 from ._supervisor import Supervisor as Supervisor
 from ._supervisor import open_supervisor as open_supervisor

@@ -42,6 +42,27 @@ from ._errors import ActorCrashed, MailboxClosed
 T = TypeVar("T")
 M = TypeVar("M")
 
+
+class NoPublicConstructor(type):
+    """A metaclass for classes that only a factory may build.
+
+    ``Supervisor(...)`` raises ``TypeError``: supervisors come from
+    ``open_supervisor`` (which owns their lifetime), refs from
+    ``session.ref``, streams from ``session.events()``. The factory calls
+    ``cls._create(...)``.
+    """
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"{cls.__module__}.{cls.__qualname__} has no public constructor "
+            "(use the function that provides it)"
+        )
+
+    def _create(cls: type[T], *args: Any, **kwargs: Any) -> T:
+        instance: T = super().__call__(*args, **kwargs)  # type: ignore[misc]
+        return instance
+
+
 # Messages queued per actor before senders wait. Enough to absorb a burst of
 # control messages; small enough that a flood slows its producer.
 DEFAULT_MAILBOX_CAPACITY = 64

@@ -36,7 +36,7 @@ from ._cancel import CancellationToken
 from ._errors import RhoError
 from ._events import RunResult
 from ._session import Session
-from ._store._session_store import SessionStore
+from ._session_store import SessionStore
 from ._supervisor import Supervisor, open_supervisor
 
 DEFAULT_CONCURRENCY = 64

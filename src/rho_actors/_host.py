@@ -30,17 +30,17 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
+from ._hosting import install_ambient_hosting
 from ._llm import open_model_clients
 from ._registry import serve_registry
 from ._services import Services
+from ._session import Session
+from ._session_store import SessionStore
 from ._supervisor import Supervisor, open_supervisor
-
-if TYPE_CHECKING:
-    from ._store._session_store import SessionStore
 
 logger = logging.getLogger("rho_actors.host")
 
@@ -128,6 +128,24 @@ class AmbientHost:
             logger.error("an ambient supervisor failed: %s", exc)
         finally:
             self._supervisors.pop(key, None)
+
+
+async def _host_standalone(session: Session) -> None:
+    """Host a session nobody hosts in this run's ambient host (see rho_actors._hosting)."""
+    store = session._store
+    if store is not None and not isinstance(store, SessionStore):
+        raise TypeError(f"a session's store must be a SessionStore, not {type(store).__name__}")
+    supervisor = await ambient_host().supervisor(store)
+    # Another Session object for the same id (the original of a resumed
+    # copy) may still be hosted, idle: it goes first, so one trace never
+    # has two writers.
+    while (other := supervisor.sessions.get(session.id)) not in (None, session):
+        assert other is not None
+        await other._leave_ambient_host()
+    await supervisor.start_session(session)
+
+
+install_ambient_hosting(_host_standalone)
 
 
 async def _guarded(work: Work) -> None:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
 from ._events import RunResult
+from ._session import Session
 from ._store._actor import StoreRef, serve_store
 from ._telemetry import (
     RunRow,
@@ -29,9 +30,6 @@ from ._telemetry import (
     cost_usd,
     default_telemetry_path,
 )
-
-if TYPE_CHECKING:
-    from ._session import Session
 
 
 @asynccontextmanager

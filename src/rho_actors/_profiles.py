@@ -38,6 +38,7 @@ import attrs
 import yaml
 
 from ._errors import ConfigError
+from ._shell_policy import check_command
 
 __all__ = [
     "BUILTIN_PROFILES",
@@ -209,8 +210,6 @@ class PermissionProfile:
         if tool_name in ("write", "edit"):
             return True
         if tool_name == "bash":
-            from ._shell_policy import check_command
-
             command = args.get("command")
             if not isinstance(command, str):
                 return True

@@ -18,13 +18,16 @@ import inspect
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
 import attrs
 import trio
 
+from ._agent import Agent
 from ._cancel import CancellationToken
 from ._compaction import summarise
+from ._delegation import Delegation
 from ._errors import ContextLengthExceeded, ModelError, StoreError
 from ._events import (
     AgentEvent,
@@ -34,14 +37,83 @@ from ._events import (
     RunResult,
     RunStatus,
 )
-from ._llm import ModelClient, ModelTurn, ToolCall
+from ._llm import ModelClient, ModelSettings, ModelTurn, ToolCall
 from ._messages import Cancel, EventCallback
-from ._state import add_usage, empty_usage
-from ._tools import ToolContext, ToolOutput
+from ._profiles import PermissionProfile
+from ._services import Services
+from ._state import State, add_usage, empty_usage
+from ._tools import ToolContext, ToolHandler, ToolOutput
 from ._tracing import set_attributes, span
 
-if TYPE_CHECKING:
-    from ._session import Session
+
+class RunTelemetry(Protocol):
+    """Where a run reports its model calls, tool calls and end (see ``_observability``)."""
+
+    def model_call(self, run: int, usage: Mapping[str, int], duration_ms: float) -> None: ...
+
+    def tool_call(
+        self, run: int, name: str, duration_ms: float, is_error: bool, error: str | None
+    ) -> None: ...
+
+    def run_finished(self, run: int, result: RunResult, started_at: float) -> None: ...
+
+    async def flush(self) -> None: ...
+
+
+class Session(Protocol):
+    """What a run uses of its session: the explicit boundary between the agent loop
+    and the actor that runs it (``rho_actors._session.Session`` implements it).
+
+    Settings are read, the State and the few run-scoped fields below are
+    changed, and everything else is a call.
+    """
+
+    state: State
+    agent: Agent
+    approval_callback: Callable[[str, dict[str, Any]], Any] | None
+    approval_timeout: float
+    auto_approve: bool
+    cancel_check: Callable[[], bool] | None
+    compaction_model: str | None
+    max_turns: int | None
+    run_timeout: float | None
+    # Run-scoped: the internal Compact message, where the last compaction
+    # ended, and what a monitor shows (turns so far, the tool running now).
+    _compact_due: str | None
+    _compacted_at: int
+    _live_turns: int
+    _current_tool: str | None
+    _observability: RunTelemetry | None
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def profile(self) -> PermissionProfile: ...
+    @property
+    def working_dir(self) -> Path: ...
+
+    def tool(self, name: str) -> ToolHandler | None: ...
+    def tool_specs(self) -> list[dict[str, Any]]: ...
+    def needs_approval(self, handler: ToolHandler, call: ToolCall) -> bool: ...
+    def decide(self, tool_call_id: str, approved: bool, reason: str | None) -> None: ...
+    def _require_services(self) -> Services: ...
+    def _model_settings(self) -> ModelSettings: ...
+    def _schedule_compaction(self) -> None: ...
+    def _apply_reconfigure(self) -> None: ...
+    def _take_decisions(self) -> dict[str, tuple[bool, str | None]]: ...
+    def _send_control(self, message: Cancel) -> bool: ...
+    def _publish(self, event: AgentEvent) -> None: ...
+    def _delegation(self) -> Delegation: ...
+
+    async def _persist(
+        self,
+        *,
+        run_started: bool = False,
+        prompt: str | None = None,
+        run_finished: bool = False,
+        live: bool = False,
+    ) -> None: ...
+
 
 # How long the final records of a cancelled run may take to reach the store.
 FINAL_WRITE_TIMEOUT = 5.0

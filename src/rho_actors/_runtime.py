@@ -38,9 +38,10 @@ from ._errors import RhoError
 from ._events import RunResult
 from ._host import ambient_host
 from ._messages import EventCallback
+from ._observability import Observability
 from ._profiles import PermissionProfile, load_profile
 from ._session import ApprovalCallback, Session
-from ._store._session_store import SessionStore
+from ._session_store import SessionStore
 from ._tools import ToolRegistry
 
 HandleStatus = Literal["running", "completed", "cancelled", "error", "paused"]
@@ -160,8 +161,6 @@ def create_runtime(
     session.telemetry_metadata = dict(options.telemetry_metadata)
     observability = None
     if options.team_id and options.project_id:
-        from ._observability import Observability
-
         observability = Observability(
             session=session,
             team_id=options.team_id,

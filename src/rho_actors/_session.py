@@ -25,14 +25,15 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, assert_never
+from typing import Any, Literal, TypeVar, assert_never
 
 import attrs
 import trio
 import yaml
 
 from . import _records as r
-from ._actor import Mailbox, Reply, ask
+from ._actor import Mailbox, NoPublicConstructor, Reply, ask
+from ._agent import Agent
 from ._cancel import CancellationToken
 from ._compaction import DEFAULT_THRESHOLD, context_window_for
 from ._delegation import Delegation
@@ -46,6 +47,7 @@ from ._errors import (
     single_exception,
 )
 from ._events import AgentEvent, CompactResult, RunResult
+from ._hosting import SessionHost, SessionStoreHandle, host_ambiently
 from ._llm import ModelSettings, ToolCall
 from ._messages import (
     ApprovalDecision,
@@ -63,6 +65,7 @@ from ._run import (
     DEFAULT_APPROVAL_TIMEOUT,
     CompactionFailed,
     RunControl,
+    RunTelemetry,
     _parse_args_for_event,
     compact_now,
     execute_run,
@@ -71,12 +74,6 @@ from ._services import Services
 from ._state import State
 from ._tools import ToolHandler, ToolRegistry
 from .tools import builtin_tools
-
-if TYPE_CHECKING:
-    from ._agent import Agent
-    from ._observability import Observability
-    from ._store._session_store import SessionStore
-    from ._supervisor import Supervisor
 
 ApprovalCallback = Callable[[str, dict[str, Any]], Any]
 
@@ -96,7 +93,7 @@ class EventStreamOverflow(RhoError):
     """An event stream's reader fell too far behind and was disconnected."""
 
 
-class EventStream:
+class EventStream(metaclass=NoPublicConstructor):
     """``async for event in session.events()``: every event of every later run."""
 
     def __init__(self, session: Session, capacity: int) -> None:
@@ -159,7 +156,7 @@ def _check_reconfigurable(changes: dict[str, Any]) -> None:
         raise TypeError(f"cannot reconfigure {', '.join(sorted(unknown))}")
 
 
-class SessionMonitor:
+class SessionMonitor(metaclass=NoPublicConstructor):
     """Fires once when a session's actor stops for good (not on restart or hibernation).
 
     ``reason`` is ``"stopped"``, ``"shut down"``, ``"terminated"`` or
@@ -183,7 +180,7 @@ class SessionMonitor:
         return self.reason
 
 
-class SessionRef:
+class SessionRef(metaclass=NoPublicConstructor):
     """A session as an actor address: cast, call with a deadline, monitor.
 
     ``send`` and ``ask`` wake a hibernated session. Bound an ``ask`` with
@@ -225,7 +222,7 @@ class SessionRef:
     def monitor(self) -> SessionMonitor:
         """A monitor that fires when the actor stops for good."""
         session = self._session
-        monitor = SessionMonitor()
+        monitor = SessionMonitor._create()
         if session._supervisor is None and session._services is None:
             monitor._fire("stopped")
             return monitor
@@ -255,6 +252,7 @@ class Session:
         "_control",
         "_current_tool",
         "_decisions",
+        "_fault",
         "_hibernating",
         "_id",
         "_idle",
@@ -303,7 +301,7 @@ class Session:
         *,
         state: State | None = None,
         session_id: str | None = None,
-        store: SessionStore | None = None,
+        store: SessionStoreHandle | None = None,
     ) -> None:
         self.agent = agent
         self._state: State | None = state if state is not None else State(session_id)
@@ -349,14 +347,14 @@ class Session:
         self._pending_changes: dict[str, Any] | None = None
         self._decisions: dict[str, tuple[bool, str | None]] | None = None
         self._outbox: list[bytes] | None = None
-        self._observability: Observability | None = None
+        self._observability: RunTelemetry | None = None
         self._on_disk = False
         self._meta: dict[str, Any] | None = None
         # What a monitor shows: turns of the current run, the tool running now.
         self._live_turns = 0
         self._current_tool: str | None = None
         # Hosting by a supervisor: restart policy, hibernation.
-        self._supervisor: Supervisor | None = None
+        self._supervisor: SessionHost | None = None
         self._restart_type: Literal["permanent", "transient", "temporary"] = "transient"
         self._shutdown: float | None = None
         # When the actor last started waiting for a message (None: busy or
@@ -368,6 +366,8 @@ class Session:
         self._ambient = False
         # Set as the actor stops for an idle release (see _forget_host).
         self._released = False
+        # A crash to inject into the next run (rho_actors.testing.crash_next_run).
+        self._fault: tuple[BaseException, trio.Event | None] | None = None
         # Set when the actor lets go of its host (see _leave_ambient_host).
         self._left: trio.Event | None = None
         self._waking: trio.Event | None = None
@@ -408,7 +408,7 @@ class Session:
     @property
     def ref(self) -> SessionRef:
         """The actor-layer handle: ``send`` (cast), ``ask`` (call), ``monitor``."""
-        return SessionRef(self)
+        return SessionRef._create(self)
 
     async def _leave_ambient_host(self) -> None:
         """Wait until the ambient host has released this session (it must be idle)."""
@@ -686,7 +686,7 @@ class Session:
 
     def events(self, capacity: int = EVENT_STREAM_CAPACITY) -> EventStream:
         """A stream of every event from now on; ``async for`` over it."""
-        return EventStream(self, capacity)
+        return EventStream._create(self, capacity)
 
     async def close(self) -> None:
         """Release the session. Local sessions hold nothing; open event streams end."""
@@ -711,12 +711,6 @@ class Session:
         if self._services is None:
             raise ActorCrashed("the session actor is not running", session_id=self.id)
         return self._services
-
-    def _backend(self) -> Any:
-        return self._store.backend if self._store is not None else None
-
-    def _telemetry_sink(self) -> Any:
-        return self._observability.db if self._observability is not None else None
 
     async def wake(self) -> None:
         """Start a hibernated session's actor again (its next message does this too)."""
@@ -754,18 +748,7 @@ class Session:
                 continue
             self._waking = trio.Event()
             try:
-                # An upward import: the ambient host is built on supervisors,
-                # which host sessions (see rho_actors._host).
-                from ._host import ambient_host
-
-                supervisor = await ambient_host().supervisor(self._store)
-                # Another Session object for the same id (the original of a
-                # resumed copy) may still be hosted, idle: it goes first, so
-                # one trace never has two writers.
-                while (other := supervisor.sessions.get(self.id)) not in (None, self):
-                    assert other is not None
-                    await other._leave_ambient_host()
-                await supervisor.start_session(self)
+                await host_ambiently(self)
                 self._ambient = True
             finally:
                 self._waking.set()
@@ -977,19 +960,25 @@ class Session:
             _answer_stopped(message, self.id, "its caller was cancelled")
             return
         control = RunControl(message.run_id)
-        try:
-            result = await self._in_flight(
-                lambda control: execute_run(
-                    self,
-                    prompt=message.prompt,
-                    on_event=message.on_event,
-                    cancel_check=message.cancel_check,
-                    token=message.token,
-                    control=control,
-                    settings=message.settings,
-                ),
-                control,
+
+        async def work(control: RunControl) -> RunResult:
+            if fault is not None:
+                # A crash injected by rho_actors.testing.crash_next_run: it
+                # fails here, in the actor's own machinery, as a bug would.
+                await _raise_fault(*fault)
+            return await execute_run(
+                self,
+                prompt=message.prompt,
+                on_event=message.on_event,
+                cancel_check=message.cancel_check,
+                token=message.token,
+                control=control,
+                settings=message.settings,
             )
+
+        fault, self._fault = self._fault, None
+        try:
+            result = await self._in_flight(work, control)
         except BaseException as exc:
             # Whatever stops the actor mid-run, its caller gets an answer:
             # the cancelled run's result if the run got as far as making
@@ -1104,7 +1093,7 @@ class Session:
             working_dir=str(self.working_dir),
             auto_approve=self.auto_approve,
         )
-        child_agent = type(self.agent)(config)
+        child_agent = Agent(config)
         builtin = {h.name for h in builtin_tools(self.agent.profile)}
         for handler in self.agent.registry:
             # Custom tools carry over; built-ins come from the child's profile.
@@ -1251,6 +1240,12 @@ class Session:
 
 
 _RELEASE_IF_IDLE = Stop(if_idle=True)
+
+
+async def _raise_fault(error: BaseException, after: trio.Event | None) -> None:
+    if after is not None:
+        await after.wait()
+    raise error
 
 
 def _answer_stopped(message: SessionMessage, session_id: str, reason: str) -> None:

@@ -31,7 +31,7 @@ import fnmatch
 import os
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import attrs
 
@@ -56,10 +56,24 @@ from ._shell_syntax import (
     parse_script,
 )
 
-if TYPE_CHECKING:
-    from ._profiles import PermissionProfile
+__all__ = ["ShellRules", "ShellVerdict", "check_command"]
 
-__all__ = ["ShellVerdict", "check_command"]
+
+class ShellRules(Protocol):
+    """What the checker reads from a profile (a ``PermissionProfile`` is one).
+
+    A protocol rather than the profile class: profiles use this module to
+    decide which commands are dangerous, so it must not import them.
+    """
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def shell(self) -> str: ...
+    @property
+    def shell_allowlist(self) -> Sequence[str]: ...
+    @property
+    def shell_blocklist(self) -> Sequence[str]: ...
 
 
 @attrs.frozen(slots=True)
@@ -90,7 +104,7 @@ _PARAM_SUBSTRING = re.compile(rf"{_PARAM_NAME}:\s*-?\d+(?:\s*:\s*-?\d+)?")
 _COND_ARITH_OPS = frozenset({"-eq", "-ne", "-lt", "-le", "-gt", "-ge"})
 
 
-def check_command(command: str, profile: PermissionProfile) -> ShellVerdict:
+def check_command(command: str, profile: ShellRules) -> ShellVerdict:
     """Judge ``command`` against ``profile``'s shell mode, allowlist and blocklist."""
     if profile.shell == "off":
         return ShellVerdict(False, f"the shell is disabled in profile {profile.name!r}")
@@ -108,7 +122,7 @@ def check_command(command: str, profile: PermissionProfile) -> ShellVerdict:
 
 
 class _Checker:
-    def __init__(self, profile: PermissionProfile) -> None:
+    def __init__(self, profile: ShellRules) -> None:
         self.profile = profile
         self.restricted = profile.shell == "restricted"
 

@@ -36,22 +36,21 @@ import collections
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import attrs
 import trio
 
+from ._actor import NoPublicConstructor
+from ._agent import Agent
 from ._errors import ActorError, RhoError, StoreError, SupervisionError, single_exception
 from ._gc import tuned_gc
 from ._messages import Hibernate
 from ._registry import DEFAULT_MAX_SUBPROCESSES
 from ._services import Services, open_services
 from ._session import Session
+from ._session_store import SessionStore
 from ._store._actor import TelemetrySink
-
-if TYPE_CHECKING:
-    from ._agent import Agent
-    from ._store._session_store import SessionStore
 
 RestartType = Literal["permanent", "transient", "temporary"]
 Strategy = Literal["one_for_one", "one_for_all", "rest_for_one"]
@@ -199,7 +198,7 @@ class _Child:
         await self._done.wait()
 
 
-class Supervisor:
+class Supervisor(metaclass=NoPublicConstructor):
     """Owns children (session actors, other supervisors, any task); see :func:`open_supervisor`."""
 
     def __init__(
@@ -536,7 +535,7 @@ class Supervisor:
 
         async def start(*, task_status: trio.TaskStatus[Supervisor]) -> None:
             async with trio.open_nursery() as nursery:
-                child = Supervisor(
+                child = Supervisor._create(
                     nursery,
                     self._services,
                     self.store,
@@ -613,7 +612,7 @@ async def open_supervisor(
                 # While it runs, the store's async calls go through its Store actor.
                 if store is not None and services.store is not None:
                     store._attach(services.store)
-                supervisor = Supervisor(
+                supervisor = Supervisor._create(
                     nursery,
                     services,
                     store,

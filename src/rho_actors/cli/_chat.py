@@ -21,7 +21,7 @@ from .._agent import Agent
 from .._config import AgentConfig
 from .._errors import ConfigError, RhoError
 from .._session import Session
-from .._store._session_store import SessionStore
+from .._session_store import SessionStore
 from .._supervisor import Supervisor, open_supervisor
 from ._common import (
     EXIT_OK,

@@ -22,8 +22,8 @@ import attrs
 from .._agent import Agent
 from .._config import AgentConfig
 from .._errors import ConfigError, RhoError
+from .._session_store import SessionStore
 from .._store._backend import SessionInfo
-from .._store._session_store import SessionStore
 
 EXIT_OK = 0
 EXIT_ERROR = 1

@@ -37,7 +37,7 @@ from .._compaction import SUMMARY_INSTRUCTIONS
 from .._config import AgentConfig
 from .._events import AgentEvent
 from .._fanout import Job, fan_out
-from .._store._session_store import SessionStore
+from .._session_store import SessionStore
 from .._supervisor import Supervisor, open_supervisor
 from ..testing import RecordedRequest, Reply, open_scripted_server
 from ._common import EXIT_ERROR, EXIT_OK

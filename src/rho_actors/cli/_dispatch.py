@@ -44,7 +44,7 @@ from .._cancel import CancellationToken
 from .._config import AgentConfig
 from .._errors import ConfigError
 from .._fanout import Job, JobResult, fan_out
-from .._store._session_store import SessionStore
+from .._session_store import SessionStore
 from ._common import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,

@@ -20,8 +20,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from .._session_store import SessionStore
 from .._store._backend import SessionInfo
-from .._store._session_store import SessionStore
 from ._common import EXIT_OK, ago, open_store, resolve_session, short_id
 from ._terminal import open_terminal, status_style
 

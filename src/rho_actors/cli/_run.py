@@ -21,7 +21,7 @@ from .._agent import Agent
 from .._cancel import CancellationToken
 from .._events import RunResult
 from .._session import Session
-from .._store._session_store import SessionStore
+from .._session_store import SessionStore
 from .._supervisor import open_supervisor
 from ._common import UsageError, build_agent, config_from_flags, open_store, output_path
 from ._terminal import (

@@ -21,8 +21,8 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from .._session_store import SessionStore
 from .._store._backend import SessionInfo
-from .._store._session_store import SessionStore
 from ._chat import chat, chat_options
 from ._common import (
     EXIT_OK,

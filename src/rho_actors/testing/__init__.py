@@ -6,6 +6,7 @@ advance. See ``docs/testing.md``.
 """
 
 from ._faults import DiskFaults as DiskFaults
+from ._faults import crash_next_run as crash_next_run
 from ._script import Fault as Fault
 from ._script import FaultKind as FaultKind
 from ._script import RecordedRequest as RecordedRequest
@@ -34,6 +35,7 @@ __all__ = [
     "ToolCallSpec",
     "Usage",
     "benchmark_responder",
+    "crash_next_run",
     "ok_responder",
     "open_scripted_server",
     "serve_scripted",

@@ -1,4 +1,4 @@
-"""Fault injection for the session store: full disks and short writes.
+"""Fault injection: full disks and short writes for the store, crashes for actors.
 
 :class:`DiskFaults` is a drop-in for ``os.write`` that a
 :class:`~rho_actors.DirectoryBackend` writes through (its documented ``write``
@@ -16,7 +16,11 @@ from __future__ import annotations
 import errno
 import os
 
-__all__ = ["DiskFaults"]
+import trio
+
+from .._session import Session
+
+__all__ = ["DiskFaults", "crash_next_run"]
 
 
 class DiskFaults:
@@ -54,3 +58,16 @@ class DiskFaults:
         if self._room is not None:
             self._room -= written
         return written
+
+
+def crash_next_run(
+    session: Session, error: BaseException, *, after: trio.Event | None = None
+) -> None:
+    """Make the session actor crash on its next run, as a bug in its machinery would.
+
+    The run's caller gets ``ActorCrashed``; the supervisor restarts the
+    session per its spec (or gives up). With ``after``, the crash waits for
+    that event first (so a test can queue more prompts behind it). Model
+    and tool errors are not crashes: they end runs with ``status="error"``.
+    """
+    session._fault = (error, after)

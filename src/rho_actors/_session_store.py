@@ -18,20 +18,19 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import trio
 import yaml
 
-from .. import _records as r
-from .._errors import StoreError
-from .._state import State
-from ._actor import StoreRef
-from ._backend import DirectoryBackend, SessionInfo, StoreBackend
-
-if TYPE_CHECKING:
-    from .._agent import Agent
-    from .._session import Session
+from . import _records as r
+from ._agent import Agent
+from ._config import AgentConfig
+from ._errors import StoreError
+from ._session import Session
+from ._state import State
+from ._store._actor import StoreRef
+from ._store._backend import DirectoryBackend, SessionInfo, StoreBackend
 
 SESSIONS_DIR_ENV = "RHO_ACTORS_SESSIONS_DIR"
 
@@ -105,8 +104,6 @@ class SessionStore:
 
     def create_session(self, agent: Agent, *, session_id: str | None = None) -> Session:
         """A new session whose runs are persisted here (files appear on its first run)."""
-        from .._session import Session
-
         if session_id is not None and self._locked(self.backend.exists, session_id):
             raise StoreError("session already exists", session_id=session_id, operation="create")
         return Session(agent, session_id=session_id, store=self)
@@ -139,8 +136,6 @@ class SessionStore:
         envelopes: builtins.list[r.Envelope],
         meta: dict[str, Any] | None,
     ) -> Session:
-        from .._session import Session
-
         state = State.replay(envelopes, session_id)
         session = Session(agent, state=state, store=self)
         session._adopt_stored(meta)
@@ -204,9 +199,6 @@ class SessionStore:
         return await trio.to_thread.run_sync(self._agent_from, session_id, text)
 
     def _agent_from(self, session_id: str, text: str | None) -> Agent:
-        from .._agent import Agent
-        from .._config import AgentConfig
-
         if text is None:
             raise StoreError("no stored config", session_id=session_id, operation="agent_for")
         where = str(self.path / session_id / "config.yaml")
