@@ -1,4 +1,4 @@
-"""Trace records: what a session persists, and the one converter that (de)serialises them.
+"""Trace records and session meta: what a session persists, and the one converter for both.
 
 A trace is a sequence of records, one JSON object per line::
 
@@ -171,3 +171,42 @@ def decode(line: Mapping[str, Any], *, where: str) -> Envelope | None:
         return Envelope(seq=int(line.get("seq", 0)), ts=float(line.get("ts", 0.0)), record=record)
     except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as exc:
         raise StoreError(f"malformed {kind!r} record ({exc})", path=where) from exc
+
+
+@attrs.define(kw_only=True, slots=True)
+class SessionMeta:
+    """``meta.json``: a cache of what a session's trace says, for listing without replay.
+
+    Written by the session's journal, stamped by the backend with the trace's
+    size at that moment (``trace_size``); a reader that finds it missing,
+    unreadable or stale rebuilds it from the trace.
+    """
+
+    id: str
+    status: str = "idle"
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    model: str = ""
+    profile: str = ""
+    first_prompt: str = ""
+    run_count: int = 0
+    total_tokens: int = 0
+    pid: int | None = None
+    turns: int = 0
+    current_tool: str | None = None
+    metadata: dict[str, Any] = attrs.field(factory=dict)
+    trace_size: int | None = None
+
+
+def encode_meta(meta: SessionMeta) -> dict[str, Any]:
+    return dict(converter.unstructure(meta))
+
+
+def decode_meta(data: Any) -> SessionMeta | None:
+    """The meta in ``data``, or None if it is not a valid one (then rebuild it)."""
+    if not isinstance(data, Mapping) or not isinstance(data.get("id"), str):
+        return None
+    try:
+        return converter.structure(dict(data), SessionMeta)
+    except (cattrs.BaseValidationError, TypeError, ValueError, KeyError):
+        return None

@@ -130,22 +130,20 @@ def _ts(value: Any) -> dt.datetime | None:
     return None
 
 
-def info_from_meta(meta: Mapping[str, Any], status: str | None = None) -> SessionInfo:
+def info_from_meta(meta: r.SessionMeta, status: str | None = None) -> SessionInfo:
     return SessionInfo(
-        id=str(meta.get("id", "")),
-        status=status or str(meta.get("status", "unknown")),
-        created_at=_ts(meta.get("created_at")) or dt.datetime.fromtimestamp(0, tz=dt.UTC),
-        model=str(meta.get("model", "")),
-        profile=str(meta.get("profile", "")),
-        first_prompt=str(meta.get("first_prompt", "")),
-        updated_at=_ts(meta.get("updated_at")),
-        run_count=int(meta.get("run_count", 0) or 0),
-        total_tokens=int(meta.get("total_tokens", 0) or 0),
-        turns=int(meta.get("turns", 0) or 0),
-        current_tool=meta.get("current_tool")
-        if isinstance(meta.get("current_tool"), str)
-        else None,
-        pid=meta.get("pid") if isinstance(meta.get("pid"), int) else None,
+        id=meta.id,
+        status=status or meta.status,
+        created_at=_ts(meta.created_at) or dt.datetime.fromtimestamp(0, tz=dt.UTC),
+        model=meta.model,
+        profile=meta.profile,
+        first_prompt=meta.first_prompt,
+        updated_at=_ts(meta.updated_at) if meta.updated_at else None,
+        run_count=meta.run_count,
+        total_tokens=meta.total_tokens,
+        turns=meta.turns,
+        current_tool=meta.current_tool,
+        pid=meta.pid,
     )
 
 
@@ -435,7 +433,7 @@ class DirectoryBackend:
 
         Raises :class:`StoreError` (naming the file) if neither can be read.
         """
-        meta = self.read_meta(session_id)
+        meta = r.decode_meta(self.read_meta(session_id))
         size = self._trace_size(session_id)
         if size is None:
             raise StoreError(
@@ -443,43 +441,39 @@ class DirectoryBackend:
                 path=str(self._dir(session_id)),
                 session_id=session_id,
             )
-        if meta is not None and meta.get("trace_size") == size:
-            status = str(meta.get("status", "unknown"))
-        elif meta is not None and meta.get("status") == "running" and _live_pid(meta):
+        if meta is not None and meta.trace_size == size:
+            status = meta.status
+        elif meta is not None and meta.status == "running" and _live_pid(meta.pid):
             # A live process is writing this trace right now: nothing to rebuild.
             status = "running"
         else:
             meta = self.rebuild_meta(session_id, meta)
-            status = str(meta["status"])
-        if status == "running" and not _live_pid(meta):
+            status = meta.status
+        if status == "running" and not _live_pid(meta.pid):
             status = "interrupted"  # a run start without a run end, and nobody running it
-        meta.setdefault("id", session_id)
         return info_from_meta(meta, status)
 
-    def rebuild_meta(self, session_id: str, cached: Mapping[str, Any] | None) -> dict[str, Any]:
+    def rebuild_meta(self, session_id: str, cached: r.SessionMeta | None) -> r.SessionMeta:
         """Meta derived from the trace (what a missing or stale meta.json should say)."""
         envelopes = self.load(session_id)
         state = State.replay(envelopes, session_id)
-        meta: dict[str, Any] = dict(cached or {})
-        first_prompt = meta.get("first_prompt") or ""
+        meta = cached if cached is not None else r.SessionMeta(id=session_id)
+        meta.id = session_id
         for envelope in envelopes:
             record = envelope.record
             if isinstance(record, r.SessionStarted):
-                meta.setdefault("created_at", record.created_at)
-                meta.setdefault("model", record.model)
-                meta.setdefault("profile", record.profile)
-            elif isinstance(record, r.RunStarted) and not first_prompt:
-                first_prompt = record.prompt[:500]
-        meta.update(
-            id=session_id,
-            status=state.status,
-            run_count=state.run_count,
-            total_tokens=state.usage.get("total_tokens", 0),
-            first_prompt=first_prompt,
-            updated_at=envelopes[-1].ts if envelopes else meta.get("updated_at"),
-        )
+                meta.created_at = meta.created_at or record.created_at
+                meta.model = meta.model or record.model
+                meta.profile = meta.profile or record.profile
+            elif isinstance(record, r.RunStarted) and not meta.first_prompt:
+                meta.first_prompt = record.prompt[:500]
+        meta.status = state.status
+        meta.run_count = state.run_count
+        meta.total_tokens = state.usage.get("total_tokens", 0)
+        if envelopes:
+            meta.updated_at = envelopes[-1].ts
         if state.status != "running":
-            meta["current_tool"] = None
+            meta.current_tool = None
         return meta
 
     def list(self) -> list[SessionInfo]:
@@ -513,9 +507,8 @@ def _meta_bytes(meta: Mapping[str, Any], trace_size: int | None) -> bytes:
     return json.dumps(stamped, indent=1, ensure_ascii=False).encode()
 
 
-def _live_pid(meta: Mapping[str, Any]) -> bool:
-    pid = meta.get("pid")
-    return isinstance(pid, int) and not isinstance(pid, bool) and pid_alive(pid)
+def _live_pid(pid: int | None) -> bool:
+    return pid is not None and pid_alive(pid)
 
 
 def _corrupt_info(session_id: str, exc: StoreError) -> SessionInfo:

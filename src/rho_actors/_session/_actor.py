@@ -1,67 +1,51 @@
-"""Sessions: the seed's ``Session`` object, backed by a Session actor.
+"""The session actor: one task reading a bounded mailbox, handling one message at a time.
 
-A session is an actor: one task reading a bounded mailbox, handling one
-message at a time. While a run is in flight, a second task keeps reading the
-mailbox so that ``Cancel``, ``ApprovalDecision`` and ``Reconfigure`` take
+While a run is in flight, a second task (the control loop) keeps reading
+the mailbox, so ``Cancel``, ``ApprovalDecision`` and ``Reconfigure`` take
 effect at once; prompts that arrive meanwhile wait their turn, in order.
+Whatever stops the actor, every request waiting on it is answered.
 
-Where does the task live?
-
-* Under a supervisor (``await supervisor.start_session(...)``) the actor runs
-  in the supervisor's nursery for as long as the session is open.
-* Used on its own (``await Session(agent).run(...)`` inside ``trio.run``),
-  each call opens a private nursery with the actor and the services it
-  needs, and closes it before returning. Nothing outlives the call.
-
-Either way the caller's API is the same, and so is the behaviour.
+Where does the task live? Under a supervisor (``start_session``) for as long
+as the session is open, or, for a session nobody hosts, under the ambient
+host of the ``trio.run`` while it is used (see ``rho_actors._host``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
-import json
-import os
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar, assert_never
 
 import attrs
 import trio
-import yaml
 
-from . import _records as r
-from ._actor import Mailbox, NoPublicConstructor, Reply, ask
-from ._agent import Agent
-from ._cancel import CancellationToken
-from ._compaction import DEFAULT_THRESHOLD, context_window_for
-from ._delegation import Delegation
-from ._errors import (
+from .._actor import Mailbox, ask
+from .._agent import Agent
+from .._compaction import DEFAULT_THRESHOLD, context_window_for
+from .._delegation import Delegation
+from .._errors import (
     ActorCrashed,
-    ActorError,
     ActorStopped,
-    MailboxClosed,
     RhoError,
-    StoreError,
     single_exception,
 )
-from ._events import AgentEvent, CompactResult, RunResult
-from ._hosting import SessionHost, SessionStoreHandle, host_ambiently
-from ._llm import ModelSettings, ToolCall
-from ._messages import (
+from .._events import AgentEvent, CompactResult, RunResult
+from .._hosting import SessionHost, SessionStoreHandle, host_ambiently
+from .._llm import ModelSettings, ToolCall
+from .._messages import (
     ApprovalDecision,
     Cancel,
     CompactRequest,
-    EventCallback,
     Hibernate,
     Prompt,
     Reconfigure,
     SessionMessage,
     Stop,
 )
-from ._profiles import PermissionProfile, load_profile
-from ._run import (
+from .._profiles import PermissionProfile, load_profile
+from .._run import (
     DEFAULT_APPROVAL_TIMEOUT,
     CompactionFailed,
     RunControl,
@@ -70,15 +54,15 @@ from ._run import (
     compact_now,
     execute_run,
 )
-from ._services import Services
-from ._state import State
-from ._tools import ToolHandler, ToolRegistry
-from .tools import builtin_tools
+from .._services import Services
+from .._state import State
+from .._tools import ToolHandler, ToolRegistry
+from ..tools import builtin_tools
+from ._journal import Journal
+from ._streams import EventStream, SessionMonitor
 
 ApprovalCallback = Callable[[str, dict[str, Any]], Any]
 
-# Events buffered per event stream before a slow reader is cut off.
-EVENT_STREAM_CAPACITY = 1024
 SESSION_MAILBOX_CAPACITY = 64
 # How long a cancelled caller of run() waits for its run to wind down: the
 # run's final records are bounded by FINAL_WRITE_TIMEOUT (5 s).
@@ -89,157 +73,8 @@ _run_ids = itertools.count(1)
 T = TypeVar("T")
 
 
-class EventStreamOverflow(RhoError):
-    """An event stream's reader fell too far behind and was disconnected."""
-
-
-class EventStream(metaclass=NoPublicConstructor):
-    """``async for event in session.events()``: every event of every later run."""
-
-    def __init__(self, session: Session, capacity: int) -> None:
-        self._send, self._receive = trio.open_memory_channel[AgentEvent](capacity)
-        self._session = session
-        self.overflowed = False
-        if session._streams is None:
-            session._streams = []
-        session._streams.append(self)
-
-    def _offer(self, event: AgentEvent) -> bool:
-        try:
-            self._send.send_nowait(event)
-        except trio.WouldBlock:
-            self.overflowed = True
-            self._send.close()
-            return False
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return False
-        return True
-
-    def __aiter__(self) -> EventStream:
-        return self
-
-    async def __anext__(self) -> AgentEvent:
-        try:
-            return await self._receive.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            if self.overflowed:
-                raise EventStreamOverflow(
-                    f"event stream overflowed ({EVENT_STREAM_CAPACITY} events unread)",
-                    session_id=self._session.state.session_id,
-                ) from None
-            raise StopAsyncIteration from None
-
-    async def aclose(self) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._send.close()
-        self._receive.close()
-        streams = self._session._streams
-        if streams is not None:
-            with contextlib.suppress(ValueError):
-                streams.remove(self)
-
-    async def __aenter__(self) -> EventStream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.close()
-
-
-_RECONFIGURABLE = frozenset({"profile", "working_dir", "auto_approve", "enable_delegate"})
-
-
-def _check_reconfigurable(changes: dict[str, Any]) -> None:
-    unknown = set(changes) - _RECONFIGURABLE
-    if unknown:
-        raise TypeError(f"cannot reconfigure {', '.join(sorted(unknown))}")
-
-
-class SessionMonitor(metaclass=NoPublicConstructor):
-    """Fires once when a session's actor stops for good (not on restart or hibernation).
-
-    ``reason`` is ``"stopped"``, ``"shut down"``, ``"terminated"`` or
-    ``"failed: ..."``.
-    """
-
-    __slots__ = ("_event", "reason")
-
-    def __init__(self) -> None:
-        self._event = trio.Event()
-        self.reason: str | None = None
-
-    def _fire(self, reason: str) -> None:
-        if self.reason is None:
-            self.reason = reason
-            self._event.set()
-
-    async def wait(self) -> str:
-        await self._event.wait()
-        assert self.reason is not None
-        return self.reason
-
-
-class SessionRef(metaclass=NoPublicConstructor):
-    """A session as an actor address: cast, call with a deadline, monitor.
-
-    ``send`` and ``ask`` wake a hibernated session. Bound an ``ask`` with
-    ``trio.fail_after``: the request carries its own reply channel, so a
-    caller that gives up leaves nothing behind.
-    """
-
-    __slots__ = ("_session",)
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
-
-    @property
-    def id(self) -> str:
-        return self._session.id
-
-    async def _mailbox(self, what: str) -> Mailbox[SessionMessage]:
-        session = self._session
-        if session._hibernating:
-            await session.wake()
-        if session._mailbox is None or session._services is None:
-            raise MailboxClosed(
-                "the session has no running actor (start it under a supervisor)",
-                session_id=session.id,
-                operation=what,
-            )
-        return session._mailbox
-
-    async def send(self, message: SessionMessage) -> None:
-        """Cast: queue a message, do not wait for its effect."""
-        mailbox = await self._mailbox("send")
-        await mailbox.put(message, what="send", session_id=self.id)
-
-    async def ask(self, make: Callable[[Reply[T]], SessionMessage]) -> T:
-        """Call: send ``make(reply)`` and wait for the answer."""
-        mailbox = await self._mailbox("ask")
-        return await ask(mailbox, make, what="ask", session_id=self.id)
-
-    def monitor(self) -> SessionMonitor:
-        """A monitor that fires when the actor stops for good."""
-        session = self._session
-        monitor = SessionMonitor._create()
-        if session._supervisor is None and session._services is None:
-            monitor._fire("stopped")
-            return monitor
-        if session._monitors is None:
-            session._monitors = []
-        session._monitors.append(monitor)
-        return monitor
-
-
-class Session:
-    """One conversation with an agent: its State, and the actor that runs it.
-
-    Settable: ``approval_callback``, ``cancel_check``, ``auto_compact``,
-    ``context_window``, ``compact_threshold``, ``approval_timeout``,
-    ``max_turns``, ``run_timeout`` (seconds before a run is cancelled with
-    reason "deadline exceeded").
-    """
+class SessionActor:
+    """A session's state and the actor that serves it; :class:`Session` is its facade."""
 
     # Slots: thousands of sessions live at once; each attribute costs 8 bytes
     # instead of a per-instance dict.
@@ -258,14 +93,12 @@ class Session:
         "_idle",
         "_idle_event",
         "_idle_since",
+        "_journal",
         "_left",
         "_live_turns",
         "_mailbox",
-        "_meta",
         "_monitors",
         "_observability",
-        "_on_disk",
-        "_outbox",
         "_pending_changes",
         "_profile",
         "_released",
@@ -346,10 +179,8 @@ class Session:
         self._streams: list[EventStream] | None = None
         self._pending_changes: dict[str, Any] | None = None
         self._decisions: dict[str, tuple[bool, str | None]] | None = None
-        self._outbox: list[bytes] | None = None
         self._observability: RunTelemetry | None = None
-        self._on_disk = False
-        self._meta: dict[str, Any] | None = None
+        self._journal = Journal()
         # What a monitor shows: turns of the current run, the tool running now.
         self._live_turns = 0
         self._current_tool: str | None = None
@@ -373,9 +204,7 @@ class Session:
         self._waking: trio.Event | None = None
         self._monitors: list[SessionMonitor] | None = None
         if store is not None:
-            self._state.add_observer(self._record)
-
-    # --- properties ----------------------------------------------------
+            self._state.add_observer(self._journal.record)
 
     @property
     def id(self) -> str:
@@ -398,17 +227,12 @@ class Session:
         self._state = state
         self._id = state.session_id
         if self._store is not None:
-            state.add_observer(self._record)
+            state.add_observer(self._journal.record)
 
     def _load_state_blocking(self) -> State:
         if self._store is None:
             raise RhoError("no store to load the state from", session_id=self._id)
         return self._store.load_state(self._id)
-
-    @property
-    def ref(self) -> SessionRef:
-        """The actor-layer handle: ``send`` (cast), ``ask`` (call), ``monitor``."""
-        return SessionRef._create(self)
 
     async def _leave_ambient_host(self) -> None:
         """Wait until the ambient host has released this session (it must be idle)."""
@@ -470,33 +294,12 @@ class Session:
         self._host_left()
 
     @property
-    def telemetry_metadata(self) -> dict[str, Any]:
-        """Free-form tags recorded with this session's telemetry and meta.json."""
-        if self._telemetry_metadata is None:
-            self._telemetry_metadata = {}
-        return self._telemetry_metadata
-
-    @telemetry_metadata.setter
-    def telemetry_metadata(self, value: dict[str, Any]) -> None:
-        self._telemetry_metadata = value
-
-    @property
-    def hibernating(self) -> bool:
-        """True while the session's actor is stopped and its memory freed."""
-        return self._hibernating
-
-    @property
     def profile(self) -> PermissionProfile:
         return self._profile
 
     @property
     def working_dir(self) -> Path:
         return self._working_dir or self.agent.working_dir
-
-    @property
-    def running(self) -> bool:
-        """True while a run is in flight."""
-        return self._control is not None
 
     def tool(self, name: str) -> ToolHandler | None:
         return self._tools.get(name)
@@ -523,122 +326,6 @@ class Session:
     def _model_settings(self) -> ModelSettings:
         return self.agent.model_settings()
 
-    # --- the public API ------------------------------------------------
-
-    async def run(
-        self,
-        prompt: str,
-        *,
-        on_event: EventCallback | None = None,
-        cancel_check: Callable[[], bool] | None = None,
-        token: CancellationToken | None = None,
-        response_timeout: float | None = None,
-        stream_idle_timeout: float | None = None,
-    ) -> RunResult:
-        """Run ``prompt`` to completion and return the result.
-
-        Cancelling the caller cancels the run: the run ends with
-        ``status="cancelled"`` and the session stays usable. So does
-        cancelling ``token``, or ``cancel_check()`` returning True.
-        ``response_timeout`` and ``stream_idle_timeout`` override the
-        agent's limits on a silent model endpoint for this run.
-        """
-        run_id = next(_run_ids)
-        settings = {
-            name: float(value)
-            for name, value in (
-                ("response_timeout", response_timeout),
-                ("stream_idle_timeout", stream_idle_timeout),
-            )
-            if value is not None
-        }
-        for name, value in settings.items():
-            if value <= 0:
-                raise ValueError(f"{name} must be a positive number of seconds, got {value:g}")
-        return await self._ask_run(
-            run_id,
-            lambda reply: Prompt(
-                prompt=prompt,
-                reply=reply,
-                run_id=run_id,
-                on_event=on_event,
-                cancel_check=cancel_check,
-                token=token,
-                settings=settings or None,
-            ),
-        )
-
-    async def resume(self, *, on_event: EventCallback | None = None) -> RunResult:
-        """Continue a paused run once its pending calls are approved or denied."""
-        run_id = next(_run_ids)
-        return await self._ask_run(
-            run_id,
-            lambda reply: Prompt(prompt=None, reply=reply, run_id=run_id, on_event=on_event),
-        )
-
-    async def _ask_run(self, run_id: int, make: Callable[[Reply[RunResult]], Prompt]) -> RunResult:
-        async with self._activated() as mailbox:
-            reply: Reply[RunResult] = Reply()
-            await mailbox.put(make(reply), what="run", session_id=self.id)
-            try:
-                return await reply.wait(what="run", session_id=self.id)
-            except BaseException:
-                if not reply.settled:
-                    # The caller was cancelled: cancel the run too, and return
-                    # once it has wound down (its state valid, its final
-                    # records written), as a cancelled task's cleanup would.
-                    mailbox.put_nowait(
-                        Cancel(reason="the caller of run() was cancelled", run_id=run_id)
-                    )
-                    with (
-                        trio.move_on_after(CANCELLED_CALLER_WAIT, shield=True),
-                        contextlib.suppress(Exception),
-                    ):
-                        await reply.wait(what="run", session_id=self.id)
-                raise
-
-    async def cancel(self, reason: str = "cancelled by user") -> None:
-        """Cancel the run in flight, if any. Not sticky: the next run starts clean."""
-        await trio.lowlevel.checkpoint()
-        self.cancel_nowait(reason)
-
-    def cancel_nowait(self, reason: str = "cancelled by user") -> None:
-        """:meth:`cancel` for synchronous code (cleanup during a cancellation, callbacks).
-
-        A ``Cancel`` message on the actor's control channel, read at once by
-        the run in flight. With no actor there is nothing to cancel.
-        """
-        self._send_control(Cancel(reason=reason))
-
-    async def compact(self, instructions: str | None = None) -> CompactResult:
-        """Summarise older history now (``trigger="manual"``)."""
-        async with self._activated() as mailbox:
-            return await ask(
-                mailbox,
-                lambda reply: CompactRequest(instructions=instructions, reply=reply),
-                what="compact",
-                session_id=self.id,
-            )
-
-    async def approve(self, tool_call_id: str) -> None:
-        """Approve a call waiting for a decision (in a live run, or a paused one)."""
-        await self._decide_async(tool_call_id, True, None)
-
-    async def deny(self, tool_call_id: str, reason: str = "denied by user") -> None:
-        """Deny a call waiting for a decision; the model is told it was denied."""
-        await self._decide_async(tool_call_id, False, reason)
-
-    async def _decide_async(self, tool_call_id: str, approved: bool, reason: str | None) -> None:
-        if not any(p.tool_call_id == tool_call_id for p in self.state.pending_approvals) and (
-            self._control is None or tool_call_id not in self._control.decisions
-        ):
-            raise RhoError(
-                f"no call {tool_call_id!r} is waiting for approval",
-                session_id=self.id,
-                operation="approve" if approved else "deny",
-            )
-        self.decide(tool_call_id, approved, reason)
-
     def decide(self, tool_call_id: str, approved: bool, reason: str | None) -> None:
         """Deliver an approval decision as a message to the actor.
 
@@ -653,59 +340,6 @@ class Session:
     def _send_control(self, message: SessionMessage) -> bool:
         """Send on the control channel if an actor hosts the session."""
         return self._hosted() and self._mailbox is not None and self._mailbox.put_control(message)
-
-    async def reconfigure(self, **changes: Any) -> None:
-        """Change ``profile``, ``working_dir``, ``auto_approve`` or ``enable_delegate``.
-
-        Applied at the start of the next turn (never in the middle of a tool).
-        """
-        _check_reconfigurable(changes)
-        if "profile" in changes:
-            # Resolved here (off the event loop: it may read a YAML file) so a
-            # bad profile fails the caller, not the run.
-            changes["profile"] = await trio.to_thread.run_sync(load_profile, changes["profile"])
-        await trio.lowlevel.checkpoint()
-        if not self._send_control(Reconfigure(changes=changes)):
-            self._add_changes(changes)
-            self._apply_reconfigure()
-
-    def reconfigure_nowait(self, **changes: Any) -> None:
-        """:meth:`reconfigure` for synchronous callers (a profile name may read a YAML file).
-
-        Sent as a ``Reconfigure`` message if the actor is running and its
-        mailbox has room; otherwise recorded directly, which the actor reads
-        at the same point (the start of the next turn).
-        """
-        _check_reconfigurable(changes)
-        if "profile" in changes:
-            changes["profile"] = load_profile(changes["profile"])
-        if not self._send_control(Reconfigure(changes=changes)):
-            # No actor: nothing else owns the session's settings.
-            self._add_changes(changes)
-            self._apply_reconfigure()
-
-    def events(self, capacity: int = EVENT_STREAM_CAPACITY) -> EventStream:
-        """A stream of every event from now on; ``async for`` over it."""
-        return EventStream._create(self, capacity)
-
-    async def close(self) -> None:
-        """Release the session. Local sessions hold nothing; open event streams end."""
-        for stream in list(self._streams or ()):
-            stream._send.close()
-        if self._services is not None and self._users == 0:
-            self._request_stop()
-
-    async def get_sandbox(self) -> Any:
-        """The remote sandbox of a Daytona-backed session; None for the local backend."""
-        return None
-
-    async def __aenter__(self) -> Session:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    # --- hosting ---------------------------------------------------------
 
     def _require_services(self) -> Services:
         if self._services is None:
@@ -824,7 +458,7 @@ class Session:
                         assert_never(message)
         finally:
             store = services.store
-            if store is not None and self._on_disk:
+            if store is not None and self._journal.on_disk:
                 store.release_nowait(self._id)  # its open trace file, until it runs again
             self._services = None
             self._control = None
@@ -843,17 +477,17 @@ class Session:
     def _hibernate(self) -> None:
         """Free everything but the address; the supervisor keeps this object as it."""
         self._hibernating = True
-        if self._on_disk:
+        if self._journal.on_disk:
             self._state = None  # reloaded from the store on wake
-            self._meta = None
+            self._journal.forget_meta()
         self._mailbox = None
-        self._outbox = None
+        self._journal.drop_unsent()
         self._idle_event = None
 
     async def _reload_after_hibernation(self) -> None:
         if self._state is None and self._store is not None:
             self._install_state(await self._store.aload_state(self._id))
-            self._meta = dict(await self._store.aread_meta(self._id) or {})
+            self._journal.adopt(self._id, await self._store.aread_meta(self._id))
         self._hibernating = False
 
     async def _reload_after_crash(self) -> None:
@@ -863,9 +497,9 @@ class Session:
         crashed incarnation: the restarted session is exactly what was
         committed. Without a store the in-memory state is kept.
         """
-        self._outbox = None
+        self._journal.drop_unsent()
         self._control = None
-        if self._store is not None and self._on_disk:
+        if self._store is not None and self._journal.on_disk:
             self._install_state(await self._store.aload_state(self._id))
         state = self.state
         state.close_dangling_tool_calls("[interrupted: the session restarted after a crash]")
@@ -1071,8 +705,6 @@ class Session:
                 self._tools = self._tools.copy()
             self._tools.unregister("delegate")
 
-    # --- delegation ------------------------------------------------------
-
     def _delegation(self) -> Delegation:
         """The capability this session's tools get to start a child session."""
 
@@ -1101,32 +733,28 @@ class Session:
                 child_agent.registry.register(handler)
         if not may_delegate:
             child_agent.registry.unregister("delegate")
-        child = Session(child_agent)
+        child = type(self)(child_agent)
         child.depth = self.depth + 1
         child.approval_callback = self.approval_callback
         child.approval_timeout = self.approval_timeout
         child.run_timeout = self.run_timeout
         services = self._require_services()
         async with trio.open_nursery() as nursery:
-            await nursery.start(child.serve, services)
-            result = await child.run(prompt=prompt)
+            mailbox = await nursery.start(child.serve, services)
+            result: RunResult = await ask(
+                mailbox,
+                lambda reply: Prompt(prompt=prompt, reply=reply),
+                what="delegate",
+                session_id=child.id,
+            )
             nursery.cancel_scope.cancel(reason="delegated run finished")
         return result
-
-    # --- events --------------------------------------------------------
 
     def _publish(self, event: AgentEvent) -> None:
         if self._streams:
             for stream in list(self._streams):
                 if not stream._offer(event):
                     self._streams.remove(stream)
-
-    # --- persistence ---------------------------------------------------
-
-    def _record(self, envelope: r.Envelope) -> None:
-        if self._outbox is None:
-            self._outbox = []
-        self._outbox.append(r.encode(envelope))
 
     async def _persist(
         self,
@@ -1136,107 +764,28 @@ class Session:
         run_finished: bool = False,
         live: bool = False,
     ) -> None:
-        """Send queued records to the Store and wait for the commit.
-
-        ``meta.json`` is rewritten at run start and end, and with ``live``
-        at turn and tool boundaries, so a monitor in another process sees
-        status, turns and the current tool.
-        """
+        """Send queued records to the Store and wait for the commit (see ``Journal``)."""
         services = self._services
         store = services.store if services is not None else None
         if store is None or self._store is None:
-            self._outbox = None
+            self._journal.drop_unsent()
             return
-        try:
-            await self._persist_to(store, run_started, prompt, run_finished, live)
-        except ActorError as exc:
-            # The Store actor is gone (its owner shut it down): nothing more
-            # can be acknowledged, which the run reports like a write failure.
-            raise StoreError(
-                f"the store stopped before the write was acknowledged ({exc.message})",
-                session_id=self.id,
-                operation=exc.operation,
-            ) from exc
-
-    async def _persist_to(
-        self,
-        store: Any,
-        run_started: bool,
-        prompt: str | None,
-        run_finished: bool,
-        live: bool,
-    ) -> None:
-        sid = self.id
-        if not self._on_disk:
-            await self._create_on_disk(store)
-        elif self._outbox:
-            lines, self._outbox = self._outbox, None
-            await store.append(sid, lines)
-        if run_started or run_finished or live:
-            meta = self._meta
-            if meta is None:
-                meta = self._meta = {}
-            if run_started and prompt and not meta.get("first_prompt"):
-                meta["first_prompt"] = prompt[:500]
-            meta.update(
-                status=self.state.status,
-                updated_at=time.time(),
-                run_count=self.state.run_count,
-                total_tokens=self.state.usage.get("total_tokens", 0),
-                model=self.agent.config.model,
-                profile=self._profile.name,
-                pid=os.getpid(),
-                turns=self._live_turns,
-                current_tool=self._current_tool,
-            )
-            await store.write_meta(sid, meta)
-
-    async def _create_on_disk(self, store: Any) -> None:
-        """Create the session in the store whole: config, meta, and a trace that
-        opens with who this session is followed by every record so far.
-
-        Marked on disk only once the Store acknowledged all of it: a failed
-        creation (a permission error) is retried whole on the next write.
-        """
-        config = yaml.safe_dump(self.agent.config.to_dict(), sort_keys=False)
-        now = time.time()
-        meta: dict[str, Any] = {
-            "id": self.id,
-            "status": self.state.status,
-            "created_at": now,
-            "updated_at": now,
-            "model": self.agent.config.model,
-            "profile": self._profile.name,
-            "first_prompt": "",
-            "run_count": self.state.run_count,
-            "total_tokens": 0,
-            "pid": os.getpid(),
-        }
-        if self._telemetry_metadata:
-            meta["metadata"] = json.loads(json.dumps(self._telemetry_metadata, default=str))
-        start = r.Envelope(
-            seq=0,
-            ts=now,
-            record=r.SessionStarted(
-                session_id=self.id,
-                created_at=now,
-                model=self.agent.config.model,
-                profile=self._profile.name,
-            ),
+        await self._journal.persist(
+            self,
+            store,
+            run_started=run_started,
+            prompt=prompt,
+            run_finished=run_finished,
+            live=live,
         )
-        lines = [r.encode(start), *(self._outbox or ())]
-        await store.create(self.id, config, meta, lines)
-        self._outbox = None
-        self._meta = meta
-        self._on_disk = True
 
     def _adopt_stored(self, meta: dict[str, Any] | None) -> None:
         """Mark a session loaded from the store as already on disk."""
-        self._on_disk = True
-        self._meta = dict(meta or {"id": self.id, "created_at": time.time()})
+        self._journal.adopt(self.id, meta)
 
-    def __repr__(self) -> str:
-        return f"Session(id={self.id!r}, status={self.state.status!r})"
+    @property
+    def profile_name(self) -> str:
+        return self._profile.name
 
 
 _RELEASE_IF_IDLE = Stop(if_idle=True)

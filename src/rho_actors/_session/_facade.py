@@ -1,0 +1,251 @@
+"""The seed's ``Session``: the public face of a session actor.
+
+Everything a caller does (``run``, ``resume``, ``cancel``, ``compact``,
+``approve``, ``reconfigure``, ``events`` ...) becomes a message to the actor
+(:class:`~rho_actors._session._actor.SessionActor`), hosted by a supervisor
+or by the ambient host of the ``trio.run`` while it is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from .._actor import Reply, ask
+from .._cancel import CancellationToken
+from .._errors import RhoError
+from .._events import CompactResult, RunResult
+from .._messages import (
+    Cancel,
+    CompactRequest,
+    EventCallback,
+    Prompt,
+    Reconfigure,
+)
+from .._profiles import load_profile
+from ._actor import SessionActor
+from ._streams import EVENT_STREAM_CAPACITY, EventStream, SessionRef
+
+# How long a cancelled caller of run() waits for its run to wind down: the
+# run's final records are bounded by FINAL_WRITE_TIMEOUT (5 s).
+CANCELLED_CALLER_WAIT = 6.0
+
+_run_ids = itertools.count(1)
+
+_RECONFIGURABLE = frozenset({"profile", "working_dir", "auto_approve", "enable_delegate"})
+
+
+def _check_reconfigurable(changes: dict[str, Any]) -> None:
+    unknown = set(changes) - _RECONFIGURABLE
+    if unknown:
+        raise TypeError(f"cannot reconfigure {', '.join(sorted(unknown))}")
+
+
+class Session(SessionActor):
+    """One conversation with an agent: its State, and the actor that runs it.
+
+    Settable: ``approval_callback``, ``cancel_check``, ``auto_compact``,
+    ``context_window``, ``compact_threshold``, ``approval_timeout``,
+    ``max_turns``, ``run_timeout`` (seconds before a run is cancelled with
+    reason "deadline exceeded").
+    """
+
+    __slots__ = ()
+
+    @property
+    def ref(self) -> SessionRef:
+        """The actor-layer handle: ``send`` (cast), ``ask`` (call), ``monitor``."""
+        return SessionRef._create(self)
+
+    @property
+    def telemetry_metadata(self) -> dict[str, Any]:
+        """Free-form tags recorded with this session's telemetry and meta.json."""
+        if self._telemetry_metadata is None:
+            self._telemetry_metadata = {}
+        return self._telemetry_metadata
+
+    @telemetry_metadata.setter
+    def telemetry_metadata(self, value: dict[str, Any]) -> None:
+        self._telemetry_metadata = value
+
+    @property
+    def hibernating(self) -> bool:
+        """True while the session's actor is stopped and its memory freed."""
+        return self._hibernating
+
+    @property
+    def running(self) -> bool:
+        """True while a run is in flight."""
+        return self._control is not None
+
+    async def run(
+        self,
+        prompt: str,
+        *,
+        on_event: EventCallback | None = None,
+        cancel_check: Callable[[], bool] | None = None,
+        token: CancellationToken | None = None,
+        response_timeout: float | None = None,
+        stream_idle_timeout: float | None = None,
+    ) -> RunResult:
+        """Run ``prompt`` to completion and return the result.
+
+        Cancelling the caller cancels the run: the run ends with
+        ``status="cancelled"`` and the session stays usable. So does
+        cancelling ``token``, or ``cancel_check()`` returning True.
+        ``response_timeout`` and ``stream_idle_timeout`` override the
+        agent's limits on a silent model endpoint for this run.
+        """
+        run_id = next(_run_ids)
+        settings = {
+            name: float(value)
+            for name, value in (
+                ("response_timeout", response_timeout),
+                ("stream_idle_timeout", stream_idle_timeout),
+            )
+            if value is not None
+        }
+        for name, value in settings.items():
+            if value <= 0:
+                raise ValueError(f"{name} must be a positive number of seconds, got {value:g}")
+        return await self._ask_run(
+            run_id,
+            lambda reply: Prompt(
+                prompt=prompt,
+                reply=reply,
+                run_id=run_id,
+                on_event=on_event,
+                cancel_check=cancel_check,
+                token=token,
+                settings=settings or None,
+            ),
+        )
+
+    async def resume(self, *, on_event: EventCallback | None = None) -> RunResult:
+        """Continue a paused run once its pending calls are approved or denied."""
+        run_id = next(_run_ids)
+        return await self._ask_run(
+            run_id,
+            lambda reply: Prompt(prompt=None, reply=reply, run_id=run_id, on_event=on_event),
+        )
+
+    async def _ask_run(self, run_id: int, make: Callable[[Reply[RunResult]], Prompt]) -> RunResult:
+        async with self._activated() as mailbox:
+            reply: Reply[RunResult] = Reply()
+            await mailbox.put(make(reply), what="run", session_id=self.id)
+            try:
+                return await reply.wait(what="run", session_id=self.id)
+            except BaseException:
+                if not reply.settled:
+                    # The caller was cancelled: cancel the run too, and return
+                    # once it has wound down (its state valid, its final
+                    # records written), as a cancelled task's cleanup would.
+                    mailbox.put_nowait(
+                        Cancel(reason="the caller of run() was cancelled", run_id=run_id)
+                    )
+                    with (
+                        trio.move_on_after(CANCELLED_CALLER_WAIT, shield=True),
+                        contextlib.suppress(Exception),
+                    ):
+                        await reply.wait(what="run", session_id=self.id)
+                raise
+
+    async def cancel(self, reason: str = "cancelled by user") -> None:
+        """Cancel the run in flight, if any. Not sticky: the next run starts clean."""
+        await trio.lowlevel.checkpoint()
+        self.cancel_nowait(reason)
+
+    def cancel_nowait(self, reason: str = "cancelled by user") -> None:
+        """:meth:`cancel` for synchronous code (cleanup during a cancellation, callbacks).
+
+        A ``Cancel`` message on the actor's control channel, read at once by
+        the run in flight. With no actor there is nothing to cancel.
+        """
+        self._send_control(Cancel(reason=reason))
+
+    async def compact(self, instructions: str | None = None) -> CompactResult:
+        """Summarise older history now (``trigger="manual"``)."""
+        async with self._activated() as mailbox:
+            return await ask(
+                mailbox,
+                lambda reply: CompactRequest(instructions=instructions, reply=reply),
+                what="compact",
+                session_id=self.id,
+            )
+
+    async def approve(self, tool_call_id: str) -> None:
+        """Approve a call waiting for a decision (in a live run, or a paused one)."""
+        await self._decide_async(tool_call_id, True, None)
+
+    async def deny(self, tool_call_id: str, reason: str = "denied by user") -> None:
+        """Deny a call waiting for a decision; the model is told it was denied."""
+        await self._decide_async(tool_call_id, False, reason)
+
+    async def _decide_async(self, tool_call_id: str, approved: bool, reason: str | None) -> None:
+        if not any(p.tool_call_id == tool_call_id for p in self.state.pending_approvals) and (
+            self._control is None or tool_call_id not in self._control.decisions
+        ):
+            raise RhoError(
+                f"no call {tool_call_id!r} is waiting for approval",
+                session_id=self.id,
+                operation="approve" if approved else "deny",
+            )
+        self.decide(tool_call_id, approved, reason)
+
+    async def reconfigure(self, **changes: Any) -> None:
+        """Change ``profile``, ``working_dir``, ``auto_approve`` or ``enable_delegate``.
+
+        Applied at the start of the next turn (never in the middle of a tool).
+        """
+        _check_reconfigurable(changes)
+        if "profile" in changes:
+            # Resolved here (off the event loop: it may read a YAML file) so a
+            # bad profile fails the caller, not the run.
+            changes["profile"] = await trio.to_thread.run_sync(load_profile, changes["profile"])
+        await trio.lowlevel.checkpoint()
+        if not self._send_control(Reconfigure(changes=changes)):
+            self._add_changes(changes)
+            self._apply_reconfigure()
+
+    def reconfigure_nowait(self, **changes: Any) -> None:
+        """:meth:`reconfigure` for synchronous callers (a profile name may read a YAML file).
+
+        Sent as a ``Reconfigure`` message if the actor is running and its
+        mailbox has room; otherwise recorded directly, which the actor reads
+        at the same point (the start of the next turn).
+        """
+        _check_reconfigurable(changes)
+        if "profile" in changes:
+            changes["profile"] = load_profile(changes["profile"])
+        if not self._send_control(Reconfigure(changes=changes)):
+            # No actor: nothing else owns the session's settings.
+            self._add_changes(changes)
+            self._apply_reconfigure()
+
+    def events(self, capacity: int = EVENT_STREAM_CAPACITY) -> EventStream:
+        """A stream of every event from now on; ``async for`` over it."""
+        return EventStream._create(self, capacity)
+
+    async def close(self) -> None:
+        """Release the session. Local sessions hold nothing; open event streams end."""
+        for stream in list(self._streams or ()):
+            stream._send.close()
+        if self._services is not None and self._users == 0:
+            self._request_stop()
+
+    async def get_sandbox(self) -> Any:
+        """The remote sandbox of a Daytona-backed session; None for the local backend."""
+        return None
+
+    async def __aenter__(self) -> Session:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"Session(id={self.id!r}, status={self.state.status!r})"
