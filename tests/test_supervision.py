@@ -13,15 +13,16 @@ import trio.testing
 from rho_actors import (
     ActorCrashed,
     Agent,
+    ChildSpec,
     MailboxClosed,
     RunResult,
     SessionStore,
     StoreError,
     SupervisionError,
+    Supervisor,
     open_supervisor,
 )
 from rho_actors._store._backend import DirectoryBackend
-from rho_actors._supervisor import ChildSpec, Supervisor
 from rho_actors.testing import Reply, ScriptedServer, crash_next_run
 
 

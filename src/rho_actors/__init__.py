@@ -11,7 +11,7 @@ hold it, with no import cycles between modules::
     10 tools        cli/ testing/ __main__
      9 top          _runtime _fanout
      8 host         _host: the ambient host of each trio.run
-     7 facades      _supervisor (supervision and session hosting) _session_store
+     7 facades      _supervisor (session hosting on _supervision) _session_store
                     _observability
      6 session      _session (facade and actor) _run (the agent loop, over the
                     session protocol it declares) _hosting (hosts and stores as
@@ -24,6 +24,7 @@ hold it, with no import cycles between modules::
      2 policy       _profiles _shell_policy _command_rules _shell_syntax _paths
                     _sandbox: pure decisions and data
      1 plumbing     _actor (mailbox, reply, control channel) _messages
+                    _supervision (generic OTP supervision)
      0 data         _errors _events _records (the one cattrs converter) _state
                     _config _cancel _gc _tracing
 
@@ -88,7 +89,7 @@ from ._state import State as State
 from ._store._backend import DirectoryBackend as DirectoryBackend
 from ._store._backend import SessionInfo as SessionInfo
 from ._store._backend import StoreBackend as StoreBackend
-from ._supervisor import ChildSpec as ChildSpec
+from ._supervision import ChildSpec as ChildSpec
 from ._supervisor import Supervisor as Supervisor
 from ._supervisor import open_supervisor as open_supervisor
 from ._telemetry import TelemetryDB as TelemetryDB
