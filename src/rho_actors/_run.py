@@ -126,6 +126,25 @@ CANCELLED_RESULT = "[cancelled before this tool call finished]"
 DENIED_RESULT = "[denied: {reason}]"
 
 
+@attrs.frozen(slots=True)
+class GoOn:
+    """A step's result: the run carries on (the next turn, or the next call)."""
+
+
+@attrs.frozen(slots=True)
+class RunEnds:
+    """A step's result: the run ends here, with this status (and why, if not completed)."""
+
+    status: RunStatus
+    error: str | None = None
+
+
+Step = GoOn | RunEnds
+"""What each step of the loop returns: go on, or end the run (and how)."""
+
+GO_ON = GoOn()
+
+
 class CallbackFailed(Exception):
     """An ``on_event`` callback raised: the run ends with status ``error``."""
 
@@ -302,12 +321,13 @@ async def execute_run(
             control.scope,
         ):
             if check is None:
-                status, error = await _guarded_loop(session, client, events, totals, control)
+                end = await _guarded_loop(session, client, events, totals, control)
             else:
                 async with trio.open_nursery() as watchers:
                     watchers.start_soon(_watch_cancel_check, check, control)
-                    status, error = await _guarded_loop(session, client, events, totals, control)
+                    end = await _guarded_loop(session, client, events, totals, control)
                     watchers.cancel_scope.cancel(reason="run finished")
+            status, error = end.status, end.error
             set_attributes(run_span, status=status)
     except trio.Cancelled as exc:
         # The enclosing scope was cancelled, not just this run (the actor is
@@ -347,7 +367,7 @@ async def _guarded_loop(
     events: Events,
     totals: _RunTotals,
     control: RunControl,
-) -> tuple[RunStatus, str | None]:
+) -> RunEnds:
     """The loop, with the failures that end a run turned into an ``error`` status.
 
     Caught here, inside any nursery, so they never arrive wrapped in an
@@ -356,9 +376,9 @@ async def _guarded_loop(
     try:
         return await _loop(session, client, events, totals, control)
     except CallbackFailed as exc:
-        return "error", str(exc)
+        return RunEnds("error", str(exc))
     except (ModelError, StoreError) as exc:
-        return "error", str(exc) if isinstance(exc, StoreError) else exc.message
+        return RunEnds("error", str(exc) if isinstance(exc, StoreError) else exc.message)
 
 
 async def _loop(
@@ -367,7 +387,7 @@ async def _loop(
     events: Events,
     totals: _RunTotals,
     control: RunControl,
-) -> tuple[RunStatus, str | None]:
+) -> RunEnds:
     state = session.state
     config = session.agent.config
     max_turns = session.max_turns or config.max_turns
@@ -375,9 +395,9 @@ async def _loop(
     context_retry_used = False
     # A resumed run starts by executing the decided calls of the paused turn.
     if state.unanswered_tool_calls():
-        outcome = await _answer_pending(session, events, totals, control)
-        if outcome is not None:
-            return outcome
+        step = await _answer_pending(session, events, totals, control)
+        if isinstance(step, RunEnds):
+            return step
 
     while totals.turns < max_turns:
         if session._compact_due is not None:
@@ -426,17 +446,17 @@ async def _loop(
             )
             await session._persist()
             session._schedule_compaction()
-            return "completed", None
+            return RunEnds("completed")
 
         session._current_tool = ", ".join(sorted({c.name for c in turn.tool_calls}))
         await session._persist(live=True)
-        outcome = await _run_tools(session, events, totals, control, turn.tool_calls, max_tools)
+        step = await _run_tools(session, events, totals, control, turn.tool_calls, max_tools)
         session._current_tool = None
         await session._persist(live=True)
-        if outcome is not None:
-            return outcome
+        if isinstance(step, RunEnds):
+            return step
         session._schedule_compaction()
-    return "error", f"max_turns ({max_turns}) reached before a final answer"
+    return RunEnds("error", f"max_turns ({max_turns}) reached before a final answer")
 
 
 async def _account(session: Session, events: Events, totals: _RunTotals, turn: ModelTurn) -> None:
@@ -520,20 +540,20 @@ async def _run_tools(
     control: RunControl,
     calls: list[ToolCall],
     max_tools: int | None,
-) -> tuple[RunStatus, str | None] | None:
-    """Execute one turn's tool calls; returns a final status if the run must stop."""
+) -> Step:
+    """Execute one turn's tool calls; the run ends here if a limit or a pause says so."""
     state = session.state
     for batch in _batches(calls, session):
         if max_tools is not None and totals.tool_executions + len(batch) > max_tools:
             state.close_dangling_tool_calls(
                 f"[not executed: the run reached its limit of {max_tools} tool executions]"
             )
-            return "error", f"max tool executions ({max_tools}) reached"
+            return RunEnds("error", f"max tool executions ({max_tools}) reached")
         totals.tool_executions += len(batch)
         if len(batch) == 1:
-            result = await _run_one(session, events, control, batch[0], totals)
-            if result is not None:
-                return result
+            step = await _run_one(session, events, control, batch[0], totals)
+            if isinstance(step, RunEnds):
+                return step
             continue
         outputs: list[ToolOutput | None] = [None] * len(batch)
         failures: list[CallbackFailed] = []
@@ -555,7 +575,7 @@ async def _run_tools(
         for call, output in zip(batch, outputs, strict=True):
             assert output is not None
             state.add_tool_result(call.id, output.content)
-    return None
+    return GO_ON
 
 
 async def _invoke_into(
@@ -583,17 +603,17 @@ async def _run_one(
     control: RunControl,
     call: ToolCall,
     totals: _RunTotals,
-) -> tuple[RunStatus, str | None] | None:
+) -> Step:
     handler = session.tool(call.name)
     if handler is not None and session.needs_approval(handler, call):
         verdict = await _await_approval(session, events, control, call)
         if verdict == "paused":
-            return "paused", None
+            return RunEnds("paused")
         if verdict is not True:
             await _deny(session, events, call, verdict)
-            return None
+            return GO_ON
     await _execute(session, events, call, totals)
-    return None
+    return GO_ON
 
 
 async def _execute(session: Session, events: Events, call: ToolCall, totals: _RunTotals) -> None:
@@ -746,7 +766,7 @@ async def _pause(
 
 async def _answer_pending(
     session: Session, events: Events, totals: _RunTotals, control: RunControl
-) -> tuple[RunStatus, str | None] | None:
+) -> Step:
     """Resume a paused turn: run approved calls, report denied ones, re-pause undecided ones."""
     state = session.state
     decided = session._take_decisions()
@@ -769,13 +789,13 @@ async def _answer_pending(
             totals.tool_executions += 1
             await _execute(session, events, call, totals)
         else:
-            result = await _run_one(session, events, control, call, totals)
-            if result is not None:
-                return result
+            step = await _run_one(session, events, control, call, totals)
+            if isinstance(step, RunEnds):
+                return step
     if control.paused:
-        return "paused", None
+        return RunEnds("paused")
     await session._persist()
-    return None
+    return GO_ON
 
 
 async def _finish(
