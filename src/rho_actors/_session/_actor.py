@@ -811,23 +811,15 @@ def _answer_stopped(message: SessionMessage, session_id: str, reason: str) -> No
                         cancel_reason=f"the session stopped before this run started ({reason})",
                     )
                 )
-        case CompactRequest():
-            message.reply.fail(
-                ActorStopped(
-                    "the session stopped before compacting",
-                    reason=reason,
-                    session_id=session_id,
-                    operation="compact",
-                )
-            )
-        case Reconfigure():
+        case CompactRequest() | Reconfigure():
+            operation = "compact" if isinstance(message, CompactRequest) else "reconfigure"
             if message.reply is not None:
                 message.reply.fail(
                     ActorStopped(
-                        "the session stopped before reconfiguring",
+                        f"the session stopped before it could {operation}",
                         reason=reason,
                         session_id=session_id,
-                        operation="reconfigure",
+                        operation=operation,
                     )
                 )
         case Stop():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, assert_never
+from typing import Any, Protocol, TypeVar, assert_never
 
 import attrs
 import trio
@@ -270,6 +270,8 @@ class StoreRef:
         self._mailbox.close()
 
 
+T = TypeVar("T")
+
 _RELEASE = Release()
 
 # One step of a commit: (function to run in the thread, replies to settle).
@@ -277,20 +279,6 @@ _Outcome = tuple[Reply[Any] | None, Any, BaseException | None]
 
 
 _NO_BACKEND = StoreError("this store has no session backend (telemetry only)")
-
-
-def _run_batch(
-    backend: StoreBackend | None,
-    telemetry: TelemetrySink | None,
-    batch: list[StoreMessage],
-    releases: list[str],
-    lock: threading.Lock | None,
-) -> list[_Outcome]:
-    """Apply a batch while holding the backend's lock (see ``SessionStore``)."""
-    if lock is None:
-        return _apply_batch(backend, telemetry, batch, releases)
-    with lock:
-        return _apply_batch(backend, telemetry, batch, releases)
 
 
 def _apply_batch(
@@ -456,7 +444,7 @@ async def _serve(ref: StoreRef, limiter: trio.CapacityLimiter) -> None:
         releases = list(ref._releases)
         ref._releases.clear()
         outcomes = await trio.to_thread.run_sync(
-            _run_batch, backend, telemetry, batch, releases, ref.lock, limiter=limiter
+            _locked, ref.lock, _apply_batch, backend, telemetry, batch, releases, limiter=limiter
         )
         for reply, value, error in outcomes:
             if reply is None:
@@ -475,12 +463,10 @@ async def _close(ref: StoreRef, limiter: trio.CapacityLimiter) -> None:
             msg.reply.drop()
     for closable in (ref.backend, ref.telemetry):
         if closable is not None:
-            await trio.to_thread.run_sync(_locked, closable.close, ref.lock, limiter=limiter)
+            await trio.to_thread.run_sync(_locked, ref.lock, closable.close, limiter=limiter)
 
 
-def _locked(call: Callable[[], None], lock: threading.Lock | None) -> None:
-    if lock is None:
-        call()
-        return
-    with lock:
-        call()
+def _locked(lock: threading.Lock | None, call: Callable[..., T], *args: Any) -> T:
+    """``call(*args)`` holding the backend's lock (see ``SessionStore``), if it has one."""
+    with lock if lock is not None else contextlib.nullcontext():
+        return call(*args)
