@@ -246,7 +246,7 @@ class SessionActor:
             self._left = trio.Event()
         left = self._left
         if self._mailbox is not None:
-            self._mailbox.put_nowait(_RELEASE_IF_IDLE)
+            self._mailbox.put_control(_RELEASE_IF_IDLE)
         await left.wait()
 
     def _host_left(self) -> None:
@@ -509,7 +509,7 @@ class SessionActor:
     def _request_stop(self) -> None:
         """A supervisor's graceful stop: finish the current message, then stop."""
         if self._mailbox is not None:
-            self._mailbox.put_nowait(Stop())
+            self._mailbox.put_control(Stop())
 
     async def _in_flight(
         self, work: Callable[[RunControl], Any], control: RunControl | None = None

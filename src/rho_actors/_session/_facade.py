@@ -144,7 +144,7 @@ class Session(SessionActor):
                     # The caller was cancelled: cancel the run too, and return
                     # once it has wound down (its state valid, its final
                     # records written), as a cancelled task's cleanup would.
-                    mailbox.put_nowait(
+                    mailbox.put_control(
                         Cancel(reason="the caller of run() was cancelled", run_id=run_id)
                     )
                     with (
