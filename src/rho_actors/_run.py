@@ -717,7 +717,8 @@ async def _await_approval(
             answer = callback(call.name, args)
             if inspect.isawaitable(answer):
                 answer = await answer
-            session.decide(call.id, bool(answer), None if answer else "denied by approval callback")
+            approved, reason = approval_answer(answer)
+            session.decide(call.id, approved, reason)
         except ApprovalInterrupt:
             interrupted = True
             decision.event.set()
@@ -749,6 +750,23 @@ async def _await_approval(
     if decision.approved:
         return True
     return decision.reason or "denied"
+
+
+def approval_answer(answer: object) -> tuple[bool, str | None]:
+    """What an approval callback's answer means: only ``True`` approves.
+
+    Anything else denies, and the denial says what came back: ``False``,
+    ``None``, ``"no"``, ``{"approved": False}``, ``1``... A callback that
+    truthy-approves by accident (a non-empty string, a dict) fails closed.
+    """
+    if answer is True:
+        return True, None
+    if answer is False:
+        return False, "denied by approval callback"
+    shown = repr(answer)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return False, f"denied: the approval callback answered {shown} (only True approves)"
 
 
 async def _pause(
