@@ -26,7 +26,7 @@ hold it, with no import cycles between modules::
      1 plumbing     _actor (mailbox, reply, control channel) _messages
                     _supervision (generic OTP supervision)
      0 data         _errors _events _records (the one cattrs converter) _state
-                    _config _cancel _gc _tracing
+                    _config _secrets _cancel _gc _tracing
 
 A layer above reaches a layer below by importing it; a layer below reaches
 one above only through a protocol it declares (``_run.Session``,

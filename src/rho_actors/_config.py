@@ -20,6 +20,7 @@ import attrs
 import yaml
 
 from ._errors import ConfigError
+from ._secrets import redact, redact_url
 
 # Defaults of the model client's limits (kept here, at the bottom layer, so
 # the config does not import the client).
@@ -129,7 +130,8 @@ class AgentConfig:
         return cls(**kwargs, source=source)
 
     def to_dict(self) -> dict[str, Any]:
-        """The config as plain data, without the API key."""
+        """The config as plain data, as it may be written: without the API key, and
+        with credentials in ``base_url`` and secret-looking ``extras`` redacted."""
         out: dict[str, Any] = {}
         for f in attrs.fields(type(self)):
             if f.name in ("api_key", "source"):
@@ -139,6 +141,10 @@ class AgentConfig:
                 value = getattr(value, "name", str(value))
             if f.name == "backend" and not isinstance(value, str):
                 value = getattr(value, "name", "daytona")
+            if f.name == "base_url" and isinstance(value, str):
+                value = redact_url(value)
+            if f.name == "extras":
+                value = redact(value)
             out[f.name] = value
         return out
 

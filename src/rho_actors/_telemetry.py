@@ -37,6 +37,7 @@ from typing import Any, assert_never
 import attrs
 
 from ._errors import StoreError
+from ._secrets import SECRET_KEY_PARTS, redact
 
 __all__ = [
     "PRICES_PER_MILLION",
@@ -64,9 +65,6 @@ SCHEMA_VERSION = 1
 # hold the lock for one batch, so this is generous.
 BUSY_TIMEOUT_S = 5.0
 
-# A metadata key containing any of these (case-insensitive) has its value redacted.
-SECRET_KEY_PARTS = ("key", "token", "secret", "password")
-REDACTED = "[redacted]"
 
 # OpenAI list prices in USD per million tokens: (input, cached input, output).
 # They are published list prices (standard tier, as of mid-2025) and change
@@ -312,29 +310,9 @@ VALUES (?, ?, ?, ?, ?, ?, ?)
 """
 
 
-def _looks_secret(key: object) -> bool:
-    lowered = str(key).lower()
-    return any(part in lowered for part in SECRET_KEY_PARTS)
-
-
-def _redact(value: Any) -> Any:
-    """``value`` with secret-looking keys' values replaced, at any depth.
-
-    Nested mappings are searched too: ``{"auth": {"api_key": ...}}`` is as
-    much a leak as a top-level key.
-    """
-    if isinstance(value, Mapping):
-        return {
-            key: REDACTED if _looks_secret(key) else _redact(item) for key, item in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [_redact(item) for item in value]
-    return value
-
-
 def _metadata_json(metadata: Mapping[str, Any]) -> str:
     # default=str: a stray datetime or Path in metadata must not fail the batch.
-    return json.dumps(_redact(metadata), ensure_ascii=False, sort_keys=True, default=str)
+    return json.dumps(redact(metadata), ensure_ascii=False, sort_keys=True, default=str)
 
 
 def _scope(

@@ -21,6 +21,7 @@ import yaml
 from .. import _records as r
 from .._agent import Agent
 from .._errors import ActorError, StoreError
+from .._secrets import redact
 from .._state import State
 from .._store._actor import StoreRef
 
@@ -135,7 +136,7 @@ class Journal:
         self._refresh(meta, session)
         meta.total_tokens = 0
         if session._telemetry_metadata:
-            meta.metadata = json.loads(json.dumps(session._telemetry_metadata, default=str))
+            meta.metadata = redact(json.loads(json.dumps(session._telemetry_metadata, default=str)))
         start = r.Envelope(
             seq=0,
             ts=now,
