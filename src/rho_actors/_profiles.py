@@ -103,6 +103,34 @@ DESTRUCTIVE_COMMANDS: tuple[str, ...] = (
     *("kill", "killall", "pkill", "systemctl", "crontab"),
 )
 
+# Each mode from the least to the most permissive (sandbox: from the least
+# to the most protective).
+_SHELL_ORDER: tuple[str, ...] = ("off", "restricted", "unrestricted")
+_WRITE_ORDER: tuple[str, ...] = ("off", "create-only", "full")
+_DATABASE_ORDER: tuple[str, ...] = ("readonly", "mutations")
+_SANDBOX_ORDER: tuple[str, ...] = ("off", "preferred", "required")
+
+
+def _stricter_approval(
+    a: PermissionProfile, b: PermissionProfile
+) -> tuple[ApprovalMode, tuple[str, ...]]:
+    if a.approval == b.approval:
+        return a.approval, tuple(dict.fromkeys((*a.approval_tools, *b.approval_tools)))
+    if a.approval == "none":
+        return b.approval, b.approval_tools
+    if b.approval == "none":
+        return a.approval, a.approval_tools
+    return "all", ()
+
+
+def _fewer_tools(a: frozenset[str] | None, b: frozenset[str] | None) -> frozenset[str] | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a & b
+
+
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -168,6 +196,42 @@ class PermissionProfile:
     max_output_chars: int = attrs.field(default=30_000, validator=attrs.validators.gt(0))
     bash_timeout: float = attrs.field(default=120.0, validator=attrs.validators.gt(0))
     tools: frozenset[str] | None = attrs.field(default=None, converter=_tool_set)
+
+    def restricted_to(self, parent: PermissionProfile) -> PermissionProfile:
+        """This profile, narrowed so it is nowhere wider than ``parent``.
+
+        What a delegated child gets: in every dimension (shell, allowlist and
+        blocklist, file writes, database, approvals, confinement, sandbox,
+        network, tools, output and time limits) the stricter of the two.
+        Approvals combine so that a call waits if either profile would make it
+        wait (two different non-trivial modes become ``all``).
+        """
+        shell = min(self.shell, parent.shell, key=_SHELL_ORDER.index)
+        allowlist = self.shell_allowlist
+        if self.shell == "restricted" and parent.shell == "restricted":
+            allowlist = tuple(c for c in self.shell_allowlist if c in parent.shell_allowlist)
+        elif parent.shell == "restricted":
+            allowlist = parent.shell_allowlist
+        approval, approval_tools = _stricter_approval(self, parent)
+        narrowed = attrs.evolve(
+            self,
+            shell=shell,
+            shell_allowlist=allowlist,
+            shell_blocklist=tuple(dict.fromkeys((*self.shell_blocklist, *parent.shell_blocklist))),
+            file_write=min(self.file_write, parent.file_write, key=_WRITE_ORDER.index),
+            database=min(self.database, parent.database, key=_DATABASE_ORDER.index),
+            approval=approval,
+            approval_tools=approval_tools,
+            confine_to_working_dir=self.confine_to_working_dir or parent.confine_to_working_dir,
+            sandbox=max(self.sandbox, parent.sandbox, key=_SANDBOX_ORDER.index),
+            network=self.network and parent.network,
+            max_output_chars=min(self.max_output_chars, parent.max_output_chars),
+            bash_timeout=min(self.bash_timeout, parent.bash_timeout),
+            tools=_fewer_tools(self.tools, parent.tools),
+        )
+        if narrowed == self:
+            return self
+        return attrs.evolve(narrowed, name=f"{self.name}-within-{parent.name}")
 
     def allows_tool(self, name: str) -> bool:
         """Whether the tool ``name`` is offered at all under this profile.

@@ -80,6 +80,11 @@ class DelegateTool:
                 is_error=True,
             )
         prompt = str(args["prompt"])
+        if not prompt.strip():
+            return ToolOutput(
+                content="delegate: the prompt is empty; say what the sub-agent should do",
+                is_error=True,
+            )
         requested = args.get("profile")
         profile = delegation.profile
         if requested is not None and requested != profile.name:
@@ -89,7 +94,9 @@ class DelegateTool:
                     f"({profile.name!r}) or 'readonly', not {requested!r}",
                     is_error=True,
                 )
-            profile = load_profile("readonly")
+            # Never wider than the parent in any dimension, even if the
+            # built-in readonly would be (a parent without a shell, say).
+            profile = load_profile("readonly").restricted_to(delegation.profile)
         result = await delegation.run_child(
             prompt, profile, may_delegate=delegation.depth + 1 < self.max_depth
         )
