@@ -138,7 +138,9 @@ class AgentConfig:
                 continue
             value = getattr(self, f.name)
             if f.name == "profile" and value is not None and not isinstance(value, str):
-                value = getattr(value, "name", str(value))
+                # A profile object is written whole, so it comes back exactly.
+                to_mapping = getattr(value, "to_mapping", None)
+                value = to_mapping() if to_mapping is not None else dict(value)
             if f.name == "backend" and not isinstance(value, str):
                 value = getattr(value, "name", "daytona")
             if f.name == "base_url" and isinstance(value, str):

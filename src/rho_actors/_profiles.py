@@ -233,6 +233,19 @@ class PermissionProfile:
             return self
         return attrs.evolve(narrowed, name=f"{self.name}-within-{parent.name}")
 
+    def to_mapping(self) -> dict[str, Any]:
+        """Every field as plain data: what a session stores, read back exactly by
+        :func:`load_profile` (built-in names included)."""
+        out: dict[str, Any] = {}
+        for field in attrs.fields(PermissionProfile):
+            value = getattr(self, field.name)
+            if isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, frozenset):
+                value = sorted(value)
+            out[field.name] = value
+        return out
+
     def allows_tool(self, name: str) -> bool:
         """Whether the tool ``name`` is offered at all under this profile.
 
@@ -408,8 +421,10 @@ def _looks_like_path(spec: str) -> bool:
     return "/" in spec or os.sep in spec or spec.endswith((".yaml", ".yml"))
 
 
-def load_profile(spec: str | os.PathLike[str] | PermissionProfile | None) -> PermissionProfile:
-    """Resolve a profile from a name, a YAML path, a profile, or None.
+def load_profile(
+    spec: str | os.PathLike[str] | PermissionProfile | Mapping[str, Any] | None,
+) -> PermissionProfile:
+    """Resolve a profile from a name, a YAML path, a profile, a mapping, or None.
 
     ``None`` gives ``developer``: a useful agent that still asks before it
     changes anything. A name is looked up among the built-ins, then as
@@ -423,6 +438,13 @@ def load_profile(spec: str | os.PathLike[str] | PermissionProfile | None) -> Per
         return spec
     if spec is None:
         return BUILTIN_PROFILES[DEFAULT_PROFILE]
+    if isinstance(spec, Mapping):
+        # A stored profile (``to_mapping``) or an inline one in a config: read
+        # as a profile file's fields; a built-in's name is allowed here, since
+        # a stored session keeps the exact profile it ran with.
+        return _build(
+            dict(spec), label="profile", lines={}, path=Path("profile"), chain=(), stored=True
+        )
     return _resolve(spec, chain=())
 
 
@@ -511,6 +533,7 @@ def _build(
     lines: Mapping[str, int],
     path: Path,
     chain: tuple[str, ...],
+    stored: bool = False,
 ) -> PermissionProfile:
     def bad(key: str, value: Any, expected: str) -> ConfigError:
         line = f" on line {lines[key]}" if key in lines else ""
@@ -523,7 +546,7 @@ def _build(
     name = data.get("name", path.stem)
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise bad("name", name, "letters, digits, '.', '_' or '-'")
-    if name in BUILTIN_PROFILES and "name" in data:
+    if name in BUILTIN_PROFILES and "name" in data and not stored:
         raise bad("name", name, "a name that is not a built-in profile's")
 
     base: PermissionProfile

@@ -26,7 +26,8 @@ import yaml
 from . import _records as r
 from ._agent import Agent
 from ._config import AgentConfig
-from ._errors import StoreError
+from ._errors import ConfigError, StoreError
+from ._profiles import PermissionProfile, load_profile
 from ._session import Session
 from ._state import State
 from ._store._actor import StoreRef
@@ -119,7 +120,8 @@ class SessionStore:
         """
         envelopes = self._locked(self.backend.load, session_id)
         meta = self._locked(self.backend.read_meta, session_id)
-        return self._resumed(session_id, agent, envelopes, meta)
+        config = self._locked(self.backend.read_config, session_id)
+        return self._resumed(session_id, agent, envelopes, meta, config)
 
     async def aresume(self, session_id: str, agent: Agent) -> Session:
         actor = self._actor()
@@ -127,7 +129,8 @@ class SessionStore:
             return await trio.to_thread.run_sync(self.resume, session_id, agent)
         envelopes = await actor.load(session_id)
         meta = await actor.read_meta(session_id)
-        return self._resumed(session_id, agent, envelopes, meta)
+        config = await actor.read_config(session_id)
+        return self._resumed(session_id, agent, envelopes, meta, config)
 
     def _resumed(
         self,
@@ -135,10 +138,16 @@ class SessionStore:
         agent: Agent,
         envelopes: builtins.list[r.Envelope],
         meta: dict[str, Any] | None,
+        config: str | None,
     ) -> Session:
         state = State.replay(envelopes, session_id)
         session = Session(agent, state=state, store=self)
         session._adopt_stored(meta)
+        stored = self._stored_profile(session_id, config)
+        if stored is not None and stored.name == agent.profile.name and stored != agent.profile:
+            # The session keeps the exact profile it ran with: a customised
+            # one, or a built-in as it was then (never silently widened).
+            session.reconfigure_nowait(profile=stored)
         if state.status == "running":
             # Recorded through the session's observer: persisted on its next write.
             unanswered = {c.get("id") for c in state.unanswered_tool_calls()}
@@ -153,6 +162,23 @@ class SessionStore:
                         )
             state.set_status("interrupted")
         return session
+
+    def _stored_profile(self, session_id: str, config: str | None) -> PermissionProfile | None:
+        """The full profile a session's config.yaml holds (None for a name only)."""
+        if config is None:
+            return None
+        where = str(self.path / session_id / "config.yaml")
+        try:
+            data = yaml.safe_load(config) or {}
+        except yaml.YAMLError as exc:
+            raise StoreError(f"invalid config ({exc})", path=where, session_id=session_id) from exc
+        profile = data.get("profile") if isinstance(data, dict) else None
+        if not isinstance(profile, dict):
+            return None
+        try:
+            return load_profile(profile)
+        except ConfigError as exc:
+            raise StoreError(f"invalid stored profile ({exc})", path=where) from exc
 
     def load_state(self, session_id: str) -> State:
         """The session's State as its trace has it (blocking; see :meth:`aload_state`)."""

@@ -697,6 +697,7 @@ class SessionActor:
         if "profile" in changes:
             profile = load_profile(changes["profile"])
             self._profile = profile
+            self._journal.profile_changed()
             builtin = {h.name for h in builtin_tools(self.agent.profile)}
             custom = [h for h in self.agent.registry if h.name not in builtin]
             self._tools = ToolRegistry([*builtin_tools(profile), *custom])

@@ -21,6 +21,7 @@ import yaml
 from .. import _records as r
 from .._agent import Agent
 from .._errors import ActorError, StoreError
+from .._profiles import PermissionProfile
 from .._secrets import redact
 from .._state import State
 from .._store._actor import StoreRef
@@ -40,12 +41,14 @@ class Journaled(Protocol):
     def state(self) -> State: ...
     @property
     def profile_name(self) -> str: ...
+    @property
+    def profile(self) -> PermissionProfile: ...
 
 
 class Journal:
     """Queued records, the session's meta, and whether it exists in the store yet."""
 
-    __slots__ = ("_meta", "_outbox", "on_disk")
+    __slots__ = ("_meta", "_outbox", "_profile_changed", "on_disk")
 
     def __init__(self) -> None:
         # Encoded records waiting for the next persist (None while empty:
@@ -53,6 +56,11 @@ class Journal:
         self._outbox: list[bytes] | None = None
         self._meta: r.SessionMeta | None = None
         self.on_disk = False
+        self._profile_changed = False
+
+    def profile_changed(self) -> None:
+        """The session's profile was reconfigured: rewrite its config with the next write."""
+        self._profile_changed = self.on_disk
 
     def record(self, envelope: r.Envelope) -> None:
         """The State's observer: queue one record."""
@@ -94,6 +102,9 @@ class Journal:
             elif self._outbox:
                 lines, self._outbox = self._outbox, None
                 await store.append(session.id, lines)
+            if self._profile_changed:
+                self._profile_changed = False
+                await store.write_config(session.id, _config_yaml(session))
             if run_started or run_finished or live:
                 meta = self._meta
                 if meta is None:
@@ -130,7 +141,7 @@ class Journal:
         Marked on disk only once the Store acknowledged all of it: a failed
         creation (a permission error) is retried whole on the next write.
         """
-        config = yaml.safe_dump(session.agent.config.to_dict(), sort_keys=False)
+        config = _config_yaml(session)
         now = time.time()
         meta = r.SessionMeta(id=session.id, created_at=now)
         self._refresh(meta, session)
@@ -152,3 +163,15 @@ class Journal:
         self._outbox = None
         self._meta = meta
         self.on_disk = True
+
+
+def _config_yaml(session: Journaled) -> str:
+    """The agent's config with the session's effective profile written whole.
+
+    A resumed or recovered session gets exactly the profile it ran with: a
+    customised profile does not come back as the built-in of its name, and
+    a built-in that changes later never widens a stored session.
+    """
+    data = session.agent.config.to_dict()
+    data["profile"] = session.profile.to_mapping()
+    return yaml.safe_dump(data, sort_keys=False)
