@@ -28,9 +28,10 @@ word instead of refused.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import attrs
@@ -121,6 +122,14 @@ def check_command(command: str, profile: ShellRules) -> ShellVerdict:
     return ShellVerdict(True, f"allowed by profile {profile.name!r}")
 
 
+@functools.lru_cache(maxsize=64)
+def _matcher(patterns: tuple[str, ...]) -> Callable[[str], re.Match[str] | None]:
+    """One compiled regex for a list of glob patterns (what fnmatchcase does, once)."""
+    if not patterns:
+        return lambda name: None
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns)).match
+
+
 class _Checker:
     def __init__(self, profile: ShellRules) -> None:
         self.profile = profile
@@ -148,7 +157,8 @@ class _Checker:
 
     def _scan_words(self, text: str) -> str | None:
         """Fallback for unrestricted shells: any blocklisted word is suspect."""
-        for token in re.split(r"[\s;&|()<>`$\"'{}]+", text):
+        # Each distinct word once: a megabyte of repeated words is one check.
+        for token in dict.fromkeys(re.split(r"[\s;&|()<>`$\"'{}]+", text)):
             if token and self._blocked(os.path.basename(token)):
                 return (
                     f"{os.path.basename(token)!r} is blocked by profile {self.profile.name!r} "
@@ -157,10 +167,10 @@ class _Checker:
         return None
 
     def _blocked(self, name: str) -> bool:
-        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.profile.shell_blocklist)
+        return _matcher(self.profile.shell_blocklist)(name) is not None
 
     def _allowlisted(self, name: str) -> bool:
-        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.profile.shell_allowlist)
+        return _matcher(self.profile.shell_allowlist)(name) is not None
 
     def _check_simple(self, command: SimpleCommand, *, depth: int) -> str | None:
         if self.restricted:

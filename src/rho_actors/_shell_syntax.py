@@ -40,6 +40,11 @@ __all__ = [
 # Deeper nesting than this is refused rather than followed: no honest command
 # needs it, and it bounds the work an adversarial string can cause.
 MAX_DEPTH = 32
+# The reading budget (see parse_script): generous for any real command (a
+# 1,000-word pipeline takes a few hundred steps), small enough that the
+# worst input is refused in milliseconds.
+MAX_SCRIPT_CHARS = 16 * 1024
+MAX_STEPS = 5_000
 
 
 class ShellSyntaxError(ValueError):
@@ -208,7 +213,17 @@ class Script:
 
 
 def parse_script(text: str) -> Script:
-    """Read ``text`` as bash would and list every simple command it contains."""
+    """Read ``text`` as bash would and list every simple command it contains.
+
+    Bounded, so that no input can hold the caller: a script over
+    ``MAX_SCRIPT_CHARS`` characters, or one whose reading takes more than
+    ``MAX_STEPS`` expansion steps (deeply nested, ambiguous ``$((``), is a
+    :class:`ShellSyntaxError` ("too long" / "too complex to check").
+    """
+    if len(text) > MAX_SCRIPT_CHARS:
+        raise ShellSyntaxError(
+            f"command too long to check ({len(text)} characters; the limit is {MAX_SCRIPT_CHARS})"
+        )
     reader = _Reader(text, depth=0)
     reader.parse_list(end_ops=frozenset(), end_words=frozenset())
     if reader.pending_heredocs:
@@ -244,13 +259,31 @@ class _Heredoc:
     expands: bool
 
 
+class _Budget:
+    """Expansion steps left for one script, shared by every reader of it."""
+
+    __slots__ = ("left",)
+
+    def __init__(self) -> None:
+        self.left = MAX_STEPS
+
+    def spend(self) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise ShellSyntaxError("command too complex to check")
+
+
 class _Reader:
-    def __init__(self, text: str, *, depth: int) -> None:
+    def __init__(self, text: str, *, depth: int, budget: _Budget | None = None) -> None:
         if depth > MAX_DEPTH:
             raise ShellSyntaxError("nesting is too deep to check")
         self.s = text
         self.i = 0
         self.depth = depth
+        self.budget = budget if budget is not None else _Budget()
+        # Positions where ``$((`` did not read as arithmetic: never tried
+        # again (each retry would re-read everything nested inside it).
+        self.not_arithmetic: set[int] = set()
         self.commands: list[SimpleCommand] = []
         self.constructs: list[Construct] = []
         self.pending_heredocs: list[_Heredoc] = []
@@ -761,15 +794,19 @@ class _Reader:
         if c == "`":
             self._read_backticks(in_double_quotes=in_double_quotes)
             return WordPart(PartKind.EXPANSION, self.s[start : self.i])
+        self.budget.spend()
         nxt = self._peek(1)
         if nxt == "(":
-            if self._peek(2) == "(":
+            if self._peek(2) == "(" and start not in self.not_arithmetic:
                 saved = (self.i, len(self.commands), len(self.constructs))
                 self.i += 3
                 try:
                     self._read_arithmetic(closer="))")
                     return WordPart(PartKind.EXPANSION, self.s[start : self.i])
-                except ShellSyntaxError:
+                except ShellSyntaxError as exc:
+                    if str(exc) == "command too complex to check":
+                        raise
+                    self.not_arithmetic.add(start)
                     self.i, ncmd, ncon = saved
                     del self.commands[ncmd:]
                     del self.constructs[ncon:]
@@ -823,7 +860,7 @@ class _Reader:
                     continue
             body.append(c)
             self.i += 1
-        self._merge(_Reader("".join(body), depth=self.depth + 1), whole=True)
+        self._merge(_Reader("".join(body), depth=self.depth + 1, budget=self.budget), whole=True)
 
     def _merge(self, sub: _Reader, *, whole: bool) -> None:
         if whole:
@@ -867,6 +904,16 @@ class _Reader:
 
     def _read_arithmetic(self, *, closer: str) -> None:
         """Arithmetic up to ``closer`` at paren depth 0, reading nested substitutions."""
+        if self.depth + 1 > MAX_DEPTH:
+            raise self._error("nesting is too deep to check")
+        self.depth += 1
+        try:
+            self._read_arithmetic_body(closer=closer)
+        finally:
+            self.depth -= 1
+
+    def _read_arithmetic_body(self, *, closer: str) -> None:
+        self.budget.spend()
         start = self.i
         depth = 0
         while True:
@@ -915,7 +962,7 @@ class _Reader:
             lines.append(line)
         if heredoc.expands:
             body = "\n".join(lines)
-            sub = _Reader(body, depth=self.depth + 1)
+            sub = _Reader(body, depth=self.depth + 1, budget=self.budget)
             sub._scan_heredoc_text()
             self._merge(sub, whole=False)
 

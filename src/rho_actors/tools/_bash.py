@@ -35,6 +35,19 @@ from .._tools import JSONSchema, ToolContext, ToolOutput
 from ._common import ProfileTool, error, get_str
 from ._process import DEFAULT_GRACE, MiddleCapture, run_process_group
 
+# Shell checks running at once in worker threads (one limiter per trio run).
+_CHECKS: trio.lowlevel.RunVar[trio.CapacityLimiter] = trio.lowlevel.RunVar("rho_actors_checks")
+
+
+def _check_limiter() -> trio.CapacityLimiter:
+    try:
+        return _CHECKS.get()
+    except LookupError:
+        limiter = trio.CapacityLimiter(4)
+        _CHECKS.set(limiter)
+        return limiter
+
+
 __all__ = ["BashTool"]
 
 _SECRET_NAME = re.compile(r"(?i).*(API_?KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL).*")
@@ -104,7 +117,12 @@ class BashTool(ProfileTool):
         profile = self.profile
         command = get_str(args, "command", required=True)
         timeout = _timeout(args, profile.bash_timeout)
-        verdict = check_command(command, profile)
+        # Off the event loop: the checker is bounded (see _shell_syntax), but a
+        # long command still costs tens of milliseconds that other sessions
+        # should not wait for.
+        verdict = await trio.to_thread.run_sync(
+            check_command, command, profile, limiter=_check_limiter()
+        )
         if not verdict.allowed:
             return error(f"bash: command refused: {verdict.reason}", refused=True)
         working_dir = Path(await trio.Path(ctx.working_dir).resolve())
