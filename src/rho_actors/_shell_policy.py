@@ -11,8 +11,10 @@ In a ``restricted`` shell a command runs only if *all* of these hold:
   path, and its basename is in the profile's allowlist and not its blocklist;
 * its arguments pass the command's own rules (:mod:`._command_rules`);
 * it redirects output only to ``/dev/null``, ``/dev/stdout``,
-  ``/dev/stderr`` or another descriptor (``2>&1``); input redirection,
-  here-documents and here-strings are fine;
+  ``/dev/stderr`` or one of the standard descriptors (``2>&1``); it reads
+  input only from a file named literally (never ``/dev/tcp/...`` or
+  ``/dev/udp/...``, which bash opens as network connections) or a standard
+  descriptor; here-documents and here-strings are fine;
 * it sets no variable that changes which program runs (``PATH``,
   ``LD_PRELOAD``, ``BASH_ENV``, ``GIT_*``...);
 * it uses no arithmetic, ``[[ ]]`` comparison or ``${...}`` form that
@@ -30,6 +32,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import os
+import posixpath
 import re
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -93,7 +96,7 @@ _SAFE_OUTPUT_TARGETS = frozenset(
 )
 _SYSTEM_BIN_DIRS = frozenset({"/bin", "/usr/bin", "/usr/local/bin", "/sbin", "/usr/sbin"})
 _OUTPUT_OPS = frozenset({">", ">>", ">|", "&>", "&>>", "<>"})
-_FD_TARGET = re.compile(r"\d+-?|-")
+_FD_TARGET = re.compile(r"[0-2]-?|-")
 _PLAIN_ARITHMETIC = re.compile(r"[\s\d+\-*/%()<>=!&|^~?:,]*")
 _PARAM_NAME = r"(?:[A-Za-z_][A-Za-z0-9_]*|\d+|[@*#?$!-])"
 _PARAM_SIMPLE = re.compile(rf"#?{_PARAM_NAME}(?:\[(?:\d+|@|\*)\])?")
@@ -264,7 +267,15 @@ class _Checker:
 def _redirect_problem(redirect: Redirect) -> str | None:
     op = redirect.op
     target = redirect.target
-    if op in ("<", "<<", "<<-", "<<<", "<&"):
+    if op in ("<<", "<<-", "<<<"):
+        return None  # here-documents and here-strings: text, not files
+    if op in ("<", "<&"):
+        if not target.is_static:
+            return f"input redirection {op}{target.raw} reads a file named at run time"
+        if _is_socket_path(target.value):
+            return f"redirection {op}{target.raw} opens a network connection"
+        if op == "<&" and not _FD_TARGET.fullmatch(target.value):
+            return f"input redirection {op}{target.raw} reads from a descriptor other than 0-2"
         return None
     if op == ">&" and target.is_static and _FD_TARGET.fullmatch(target.value):
         return None
@@ -276,6 +287,12 @@ def _redirect_problem(redirect: Redirect) -> str | None:
             "/dev/stdout, /dev/stderr and descriptors (2>&1) are allowed"
         )
     return f"redirection {op!r} is not supported"
+
+
+def _is_socket_path(path: str) -> bool:
+    """bash opens ``/dev/tcp/HOST/PORT`` and ``/dev/udp/...`` as network sockets."""
+    normal = posixpath.normpath("/" + path.lstrip("/")) if path.startswith("/") else path
+    return normal.startswith(("/dev/tcp/", "/dev/udp/")) or normal in ("/dev/tcp", "/dev/udp")
 
 
 def _construct_problem(construct: Construct) -> str | None:
