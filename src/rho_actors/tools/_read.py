@@ -7,9 +7,11 @@ worker thread, so a large file costs memory only for the window shown.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+import stat
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import attrs
 import trio
@@ -22,6 +24,8 @@ __all__ = ["ReadTool"]
 
 DEFAULT_LINE_LIMIT = 2000
 MAX_LINE_CHARS = 2000
+# Bytes of a line kept for display: room for MAX_LINE_CHARS of UTF-8.
+_LINE_BYTES = 4 * MAX_LINE_CHARS
 _BINARY_SNIFF = 8192
 
 
@@ -90,9 +94,38 @@ class ReadTool(ProfileTool):
             raise InvalidToolArguments(f"end_line ({end}) is before start_line ({first})")
         last = end if end is not None else first + (limit or DEFAULT_LINE_LIMIT) - 1
         path, shown = await resolve_shown(raw_path, ctx, self.profile)
+        # Abandoned on cancel: a read has no side effects, so a cancelled run
+        # need not wait for a big file to be scanned.
         return await trio.to_thread.run_sync(
-            _read_window, path, shown, first, last, self.profile.max_output_chars
+            _read_window,
+            path,
+            shown,
+            first,
+            last,
+            self.profile.max_output_chars,
+            abandon_on_cancel=True,
         )
+
+
+def _bounded_lines(f: BinaryIO) -> Iterator[tuple[bytes, int]]:
+    """Each line's first ``_LINE_BYTES`` bytes and its whole length (newline excluded).
+
+    Memory stays bounded by the cap, whatever the file: a 150 MB file of
+    one line is read a chunk at a time, not into one string.
+    """
+    while True:
+        chunk = f.readline(_LINE_BYTES)
+        if not chunk:
+            return
+        length = len(chunk)
+        last = chunk
+        if len(chunk) == _LINE_BYTES and not chunk.endswith(b"\n"):
+            while more := f.readline(_LINE_BYTES):  # skip the rest of a long line
+                length += len(more)
+                last = more
+                if more.endswith(b"\n"):
+                    break
+        yield chunk, length - last.endswith(b"\n")
 
 
 def _read_window(path: Path, shown: str, first: int, last: int, max_chars: int) -> ToolOutput:
@@ -100,7 +133,17 @@ def _read_window(path: Path, shown: str, first: int, last: int, max_chars: int) 
         return error(f"read: {shown} is a directory; use the list tool to see its contents")
     if not path.exists():
         return error(f"read: {shown} does not exist")
-    with path.open("rb") as f:
+    try:
+        # Non-blocking: opening a FIFO for reading would otherwise wait for a
+        # writer forever. Only regular files are read.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        return error(f"read: cannot open {shown}: {exc.strerror}")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return error(f"read: {shown} is not a regular file (a FIFO, socket or device); not read")
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "rb") as f:
         sniff = f.read(_BINARY_SNIFF)
         if b"\x00" in sniff:
             size = path.stat().st_size
@@ -110,12 +153,12 @@ def _read_window(path: Path, shown: str, first: int, last: int, max_chars: int) 
         used = 0
         total = 0
         cut_at: int | None = None
-        for total, raw in enumerate(f, start=1):
+        for total, (raw, length) in enumerate(_bounded_lines(f), start=1):
             if total < first or total > last or cut_at is not None:
                 continue
             text = raw.decode("utf-8", "replace").rstrip("\r\n")
-            if len(text) > MAX_LINE_CHARS:
-                text = text[:MAX_LINE_CHARS] + f"... [line truncated, {len(text)} characters]"
+            if len(text) > MAX_LINE_CHARS or length > len(raw):
+                text = text[:MAX_LINE_CHARS] + f"... [line truncated, {length} bytes]"
             line = f"{total:>5}\t{text}"
             if used + len(line) + 1 > max_chars and lines:
                 cut_at = total
