@@ -39,6 +39,15 @@ def _env(*names: str) -> str | None:
     return None
 
 
+def user_path(env_var: str, name: str) -> Path:
+    """``$env_var`` if set, else ``$XDG_CONFIG_HOME/rho-actors/<name>`` (``~/.config``)."""
+    explicit = os.environ.get(env_var)
+    if explicit:
+        return Path(explicit).expanduser()
+    config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config_home) / "rho-actors" / name
+
+
 def _default_model() -> str:
     return _env("RHO_ACTORS_MODEL") or DEFAULT_MODEL
 

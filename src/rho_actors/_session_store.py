@@ -25,7 +25,7 @@ import yaml
 
 from . import _records as r
 from ._agent import Agent
-from ._config import AgentConfig
+from ._config import AgentConfig, user_path
 from ._errors import ConfigError, StoreError
 from ._profiles import PermissionProfile, load_profile
 from ._session import Session
@@ -40,11 +40,7 @@ T = TypeVar("T")
 
 def default_sessions_dir() -> Path:
     """``$RHO_ACTORS_SESSIONS_DIR``, else ``$XDG_CONFIG_HOME/rho-actors/sessions``."""
-    explicit = os.environ.get(SESSIONS_DIR_ENV)
-    if explicit:
-        return Path(explicit).expanduser()
-    config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(config_home) / "rho-actors" / "sessions"
+    return user_path(SESSIONS_DIR_ENV, "sessions")
 
 
 class SessionStore:

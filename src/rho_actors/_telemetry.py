@@ -36,6 +36,7 @@ from typing import Any, assert_never
 
 import attrs
 
+from ._config import user_path
 from ._errors import StoreError
 from ._secrets import SECRET_KEY_PARTS, redact
 
@@ -108,11 +109,7 @@ def cost_usd(
 
 def default_telemetry_path() -> Path:
     """``$RHO_ACTORS_TELEMETRY_DB``, else ``$XDG_CONFIG_HOME/rho-actors/telemetry.db``."""
-    explicit = os.environ.get(TELEMETRY_DB_ENV)
-    if explicit:
-        return Path(explicit).expanduser()
-    config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(config_home) / "rho-actors" / "telemetry.db"
+    return user_path(TELEMETRY_DB_ENV, "telemetry.db")
 
 
 @attrs.frozen(kw_only=True, slots=True)
