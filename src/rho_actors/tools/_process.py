@@ -15,9 +15,12 @@ zombie in the group forever and must not hold the kill sequence up.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -113,6 +116,34 @@ class ProcessResult:
     timed_out: bool
 
 
+DUMPABLE_ENV = "RHO_ACTORS_DUMPABLE"
+_PR_SET_DUMPABLE = 4
+_guarded = False
+
+
+def guard_process_secrets() -> None:
+    """Make this process non-dumpable before the first tool child runs (Linux).
+
+    A tool's command runs as a child of the agent process, and without a
+    sandbox it could read ``/proc/<agent pid>/environ`` (or ``ps axeww``),
+    which holds the environment the agent started with: its API key. A
+    non-dumpable process's ``/proc`` entries belong to root, so a child
+    running as the same non-root user cannot read them. Side effects: no
+    core dumps, and debuggers of the same user cannot attach; set
+    ``RHO_ACTORS_DUMPABLE=1`` to keep the process dumpable (for py-spy, say).
+    Root can always read them: that is what the sandbox is for.
+    """
+    global _guarded
+    if _guarded:
+        return
+    _guarded = True
+    if sys.platform != "linux" or os.environ.get(DUMPABLE_ENV) == "1":
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
 async def run_process_group(
     argv: Sequence[str],
     *,
@@ -129,6 +160,7 @@ async def run_process_group(
     Whatever happens (exit, timeout, cancellation), no process of the group
     is left running when this returns or raises.
     """
+    guard_process_secrets()
     process = await trio.lowlevel.open_process(
         list(argv),
         stdin=subprocess.DEVNULL,
