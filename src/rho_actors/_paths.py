@@ -8,9 +8,11 @@ a symlinked directory is judged by the directory's target), and a dangling
 symlink is judged by where it points, since writing through it would create
 its target.
 
-This is a check at the time of the call. A process that swaps a directory for
-a symlink between the check and the use can still win that race; the
-bubblewrap sandbox, not this module, is the boundary against that.
+The check alone is at the time of the call: a process that swaps a directory
+for a symlink between the check and the use could win that race. Tools that
+change files therefore open with :func:`open_beneath`, which walks the path
+one component at a time from the working directory and follows no symlink,
+so a swap makes the open fail instead of leading elsewhere.
 
 The functions here touch the file system (``realpath``); call them from a
 worker thread, not the event loop.
@@ -18,12 +20,14 @@ worker thread, not the event loop.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 from pathlib import Path
 
 from ._errors import InvalidToolArguments, ToolDenied
 
-__all__ = ["resolve_in_workdir"]
+__all__ = ["open_beneath", "resolve_in_workdir"]
 
 
 def resolve_in_workdir(path: str, working_dir: Path, *, confine: bool) -> Path:
@@ -56,3 +60,53 @@ def resolve_in_workdir(path: str, working_dir: Path, *, confine: bool) -> Path:
 
 def _inside(path: Path, root: Path) -> bool:
     return path == root or path.is_relative_to(root)
+
+
+def open_beneath(
+    root: Path, path: Path, flags: int, mode: int = 0o666, *, make_dirs: bool = False
+) -> int:
+    """Open ``path`` (inside ``root``) without following any symlink on the way.
+
+    Each directory is opened relative to the one before it with
+    ``O_NOFOLLOW``, and so is the file, so a symlink that appears anywhere
+    on the path after it was checked makes this fail (:class:`ToolDenied`)
+    instead of opening a file outside ``root``. With ``make_dirs``, missing
+    directories are created the same way. Returns the file descriptor.
+    """
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        raise ToolDenied(f"{path} is outside the working directory {root}") from None
+    if not parts:
+        raise IsADirectoryError(str(path))
+    dir_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            if make_dirs:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o777, dir_fd=dir_fd)
+            try:
+                next_fd = os.open(part, _DIR_FLAGS, dir_fd=dir_fd)
+            except (NotADirectoryError, OSError) as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise _swapped(path) from exc
+                raise
+            os.close(dir_fd)
+            dir_fd = next_fd
+        try:
+            return os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise _swapped(path) from exc
+            raise
+    finally:
+        os.close(dir_fd)
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _swapped(path: Path) -> ToolDenied:
+    return ToolDenied(
+        f"{path} goes through a symlink (it changed after it was checked); not opened"
+    )

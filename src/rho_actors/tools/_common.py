@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import os
+import stat
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, overload
@@ -260,3 +261,20 @@ def static_approval(profile: PermissionProfile, tool_name: str) -> bool:
             return tool_name in ("write", "edit")
         case _:
             return False
+
+
+def modifiable(info: os.stat_result, shown: str, *, confined: bool) -> str | None:
+    """Why a file tool must not change the file it opened, or None.
+
+    Only regular files are changed; and where the profile confines tools to
+    the working directory, not a file with other hard links, which may be
+    the same file under a name outside it.
+    """
+    if not stat.S_ISREG(info.st_mode):
+        return f"{shown} is not a regular file; not changed"
+    if confined and info.st_nlink > 1:
+        return (
+            f"{shown} has {info.st_nlink} hard links (it may also live outside the working "
+            "directory); not changed"
+        )
+    return None

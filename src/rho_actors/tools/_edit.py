@@ -8,16 +8,18 @@ Line endings and encoding are preserved byte for byte outside the edit.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import attrs
 import trio
 
 from .._errors import InvalidToolArguments
+from .._paths import open_beneath
 from .._tools import JSONSchema, ToolContext, ToolOutput
-from ._common import ProfileTool, error, get_bool, get_str, resolve_shown
+from ._common import ProfileTool, error, get_bool, get_str, modifiable, resolve_shown
 
 __all__ = ["EditTool"]
 
@@ -77,15 +79,34 @@ class EditTool(ProfileTool):
         if old == new:
             raise InvalidToolArguments("'old_string' and 'new_string' are identical")
         path, shown = await resolve_shown(raw_path, ctx, self.profile)
-        return await trio.to_thread.run_sync(_edit, path, shown, old, new, replace_all)
+        root = Path(ctx.working_dir)  # made real in the worker thread
+        confined_to = root if self.profile.confine_to_working_dir else None
+        return await trio.to_thread.run_sync(_edit, path, shown, old, new, replace_all, confined_to)
 
 
-def _edit(path: Path, shown: str, old: str, new: str, replace_all: bool) -> ToolOutput:
+def _edit(
+    path: Path, shown: str, old: str, new: str, replace_all: bool, confined_to: Path | None
+) -> ToolOutput:
     if not path.exists():
         return error(f"edit: {shown} does not exist")
     if path.is_dir():
         return error(f"edit: {shown} is a directory")
-    raw = path.read_bytes()
+    # One descriptor for reading and writing: what was checked is what changes.
+    if confined_to is not None:
+        fd = open_beneath(Path(os.path.realpath(confined_to)), path, os.O_RDWR)
+    else:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    with os.fdopen(fd, "r+b") as f:
+        refusal = modifiable(os.fstat(f.fileno()), shown, confined=confined_to is not None)
+        if refusal is not None:
+            return error(f"edit: {refusal}")
+        return _replace_in(f, path, shown, old, new, replace_all)
+
+
+def _replace_in(
+    f: BinaryIO, path: Path, shown: str, old: str, new: str, replace_all: bool
+) -> ToolOutput:
+    raw = f.read()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -104,7 +125,9 @@ def _edit(path: Path, shown: str, old: str, new: str, replace_all: bool) -> Tool
             matches=count,
         )
     updated = text.replace(old, new) if replace_all else text.replace(old, new, 1)
-    path.write_bytes(updated.encode("utf-8"))
+    f.seek(0)
+    f.truncate(0)
+    f.write(updated.encode("utf-8"))
     replaced = count if replace_all else 1
     noun = "occurrence" if replaced == 1 else "occurrences"
     return ToolOutput(

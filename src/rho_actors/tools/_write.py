@@ -14,8 +14,9 @@ from typing import Any
 import attrs
 import trio
 
+from .._paths import open_beneath
 from .._tools import JSONSchema, ToolContext, ToolOutput
-from ._common import ProfileTool, error, get_str, resolve_shown
+from ._common import ProfileTool, error, get_str, modifiable, resolve_shown
 
 __all__ = ["WriteTool"]
 
@@ -69,10 +70,16 @@ class WriteTool(ProfileTool):
         raw_path = get_str(args, "path", required=True)
         content = get_str(args, "content", required=True)
         path, shown = await resolve_shown(raw_path, ctx, self.profile)
-        return await trio.to_thread.run_sync(_write, path, shown, content, mode == "full")
+        root = Path(ctx.working_dir)  # made real in the worker thread
+        confine = self.profile.confine_to_working_dir
+        return await trio.to_thread.run_sync(
+            _write, path, shown, content, mode == "full", root if confine else None
+        )
 
 
-def _write(path: Path, shown: str, content: str, overwrite: bool) -> ToolOutput:
+def _write(
+    path: Path, shown: str, content: str, overwrite: bool, confined_to: Path | None
+) -> ToolOutput:
     if path.is_dir():
         return error(f"write: {shown} is a directory")
     existed = path.exists()
@@ -80,16 +87,26 @@ def _write(path: Path, shown: str, content: str, overwrite: bool) -> ToolOutput:
         return error(
             f"write: {shown} already exists and this profile only allows creating new files"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = content.encode("utf-8")
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+    if confined_to is not None:
+        confined_to = Path(os.path.realpath(confined_to))
+    # No O_TRUNC: the file is checked before anything in it changes.
+    flags = os.O_WRONLY | os.O_CREAT | (0 if overwrite else os.O_EXCL)
     try:
-        fd = os.open(path, flags, 0o666)
+        if confined_to is not None:
+            fd = open_beneath(confined_to, path, flags, make_dirs=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, flags, 0o666)
     except FileExistsError:
         return error(
             f"write: {shown} already exists and this profile only allows creating new files"
         )
     with os.fdopen(fd, "wb") as f:
+        refusal = modifiable(os.fstat(f.fileno()), shown, confined=confined_to is not None)
+        if refusal is not None:
+            return error(f"write: {refusal}")
+        f.truncate(0)
         f.write(data)
     lines = content.count("\n") + (1 if content and not content.endswith("\n") else 0)
     verb = "Overwrote" if existed else "Created"
