@@ -15,6 +15,7 @@ from rho_actors import (
     SessionStore,
     create_runtime,
     dispatch_prompt,
+    open_supervisor,
 )
 from rho_actors.testing import Reply, ScriptedServer, open_scripted_server
 
@@ -104,3 +105,18 @@ def test_hosted_runs_share_pools_across_dispatches() -> None:
             return [r.status for r in results]
 
     assert trio.run(main) == ["completed"] * 20
+
+
+async def test_a_standalone_session_can_move_under_a_supervisor_at_once(
+    server: ScriptedServer, make_agent: Callable[..., Agent]
+) -> None:
+    """Right after a standalone run, start_session takes the session from the ambient host
+    (regression: it used to fail with "session is already being served")."""
+    server.default = lambda request: Reply.text("ok")
+    async with open_supervisor() as sup:
+        for i in range(5):
+            session = Session(make_agent())
+            assert (await session.run(f"standalone {i}")).status == "completed"
+            await sup.start_session(session)
+            assert (await session.run(f"supervised {i}")).status == "completed"
+            await sup.stop_session(session)

@@ -133,6 +133,10 @@ class Supervisor(Supervision, metaclass=NoPublicConstructor):
         """
         if isinstance(agent_or_session, Session):
             session = agent_or_session
+            if session._ambient and session._supervisor is not self:
+                # A standalone session the ambient host still holds (its last
+                # run just ended): it leaves the host before it is hosted here.
+                await session._leave_ambient_host()
         elif self.store is not None:
             session = self.store.create_session(agent_or_session, session_id=session_id)
         else:
