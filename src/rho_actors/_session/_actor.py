@@ -90,7 +90,6 @@ class SessionActor:
         "_fault",
         "_hibernating",
         "_id",
-        "_idle",
         "_idle_event",
         "_idle_since",
         "_journal",
@@ -175,7 +174,6 @@ class SessionActor:
         self._services: Services | None = None
         self._control: RunControl | None = None
         self._users = 0
-        self._idle: trio.Event | None = None
         self._streams: list[EventStream] | None = None
         self._pending_changes: dict[str, Any] | None = None
         self._decisions: dict[str, tuple[bool, str | None]] | None = None
@@ -257,17 +255,26 @@ class SessionActor:
     def _forget_host(self) -> None:
         """The ambient host let go of this idle session: the next call hosts it again.
 
-        Nothing was queued (the actor checked before stopping), and unlike a
-        stop for good, event streams stay open across the release.
+        The actor checked that nothing was queued before it stopped; should
+        anything be, it is answered as on any stop. Unlike a stop for good,
+        event streams stay open across the release.
         """
         self._released = False
         self._ambient = False
+        for message in self._let_go():
+            _answer_stopped(message, self.id, "released by the ambient host")
+        self._host_left()
+
+    def _let_go(self) -> list[SessionMessage]:
+        """Close the mailbox and leave the host; returns what was still queued."""
         mailbox, self._mailbox = self._mailbox, None
+        queued, self._backlog = self._backlog or [], None
         if mailbox is not None:
             mailbox.close()
+            queued.extend(mailbox.drain())
         self._supervisor = None
         self._idle_since = None
-        self._host_left()
+        return queued
 
     def _actor_ended(self, reason: str) -> None:
         """The actor stopped for good (not a restart, not hibernation).
@@ -277,15 +284,8 @@ class SessionActor:
         result, any other request fails with :class:`ActorStopped`. Later
         sends fail with :class:`MailboxClosed`; open event streams end.
         """
-        mailbox, self._mailbox = self._mailbox, None
-        backlog, self._backlog = self._backlog or [], None
-        if mailbox is not None:
-            mailbox.close()
-            backlog.extend(mailbox.drain())
-        for message in backlog:
+        for message in self._let_go():
             _answer_stopped(message, self.id, reason)
-        self._supervisor = None
-        self._idle_since = None
         for stream in list(self._streams or ()):
             stream._send.close()
         monitors, self._monitors = self._monitors or [], None
@@ -393,14 +393,9 @@ class SessionActor:
         try:
             yield mailbox
         finally:
-            self._release()
+            self._users -= 1
             if self._users == 0 and self._ambient and self._mailbox is not None:
-                self._mailbox.put_nowait(_RELEASE_IF_IDLE)
-
-    def _release(self) -> None:
-        self._users -= 1
-        if self._users == 0 and self._idle is not None:
-            self._idle.set()
+                self._mailbox.put_control(_RELEASE_IF_IDLE)
 
     async def serve(
         self,
