@@ -558,6 +558,8 @@ class ModelClient:
         self._owns_clients = owns_clients
         self.settings = settings
         self._provider = clients.provider(settings.base_url, settings.api_key)
+        # Per-request options, built once: the settings never change.
+        self._options: Any = {"timeout": settings.http_timeout()}
 
     async def aclose(self) -> None:
         """Close the pools, if this client owns them (see ``Agent.create_client``)."""
@@ -588,9 +590,8 @@ class ModelClient:
         ``ModelSettings.header_wait``): a server that accepts the request and
         never answers costs one bounded attempt, not the whole run.
         """
-        settings = self.settings
-        options: Any = {"timeout": settings.http_timeout()}
-        wait = settings.header_wait(stream=stream)
+        options = self._options
+        wait = self.settings.header_wait(stream=stream)
         while True:
             await self.gate.wait()
             shard = self._provider.acquire()
