@@ -163,11 +163,7 @@ class SessionStore:
         """The full profile a session's config.yaml holds (None for a name only)."""
         if config is None:
             return None
-        where = str(self.path / session_id / "config.yaml")
-        try:
-            data = yaml.safe_load(config) or {}
-        except yaml.YAMLError as exc:
-            raise StoreError(f"invalid config ({exc})", path=where, session_id=session_id) from exc
+        data, where = self._parse_config(session_id, config)
         profile = data.get("profile") if isinstance(data, dict) else None
         if not isinstance(profile, dict):
             return None
@@ -223,12 +219,16 @@ class SessionStore:
     def _agent_from(self, session_id: str, text: str | None) -> Agent:
         if text is None:
             raise StoreError("no stored config", session_id=session_id, operation="agent_for")
+        data, where = self._parse_config(session_id, text)
+        return Agent(AgentConfig.from_dict(data, source=where))
+
+    def _parse_config(self, session_id: str, text: str) -> tuple[Any, str]:
+        """A stored config.yaml's data, and the file it came from (for errors)."""
         where = str(self.path / session_id / "config.yaml")
         try:
-            data = yaml.safe_load(text) or {}
+            return yaml.safe_load(text) or {}, where
         except yaml.YAMLError as exc:
             raise StoreError(f"invalid config ({exc})", path=where, session_id=session_id) from exc
-        return Agent(AgentConfig.from_dict(data, source=where))
 
     def request_cancel(
         self, session_id: str, reason: str = "cancelled from another process"
