@@ -35,24 +35,30 @@ _AGENT = textwrap.dedent(
 )
 
 
-def _as_nobody(script: Path, work: Path, *, dumpable: bool) -> str:
-    env = {
-        "PATH": os.environ["PATH"],
-        "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
-        "OPENAI_API_KEY": SECRET,
-        "HOME": str(work),
-    }
-    if dumpable:
-        env["RHO_ACTORS_DUMPABLE"] = "1"
-    argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    done = subprocess.run(
-        [*argv, sys.executable, str(script), str(work)],
-        env=env,
+_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def _run_as_nobody(argv: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    """``argv`` as user nobody, able to import what this test process imports."""
+    return subprocess.run(
+        [*_NOBODY, sys.executable, *argv],
+        env={
+            "PATH": os.environ["PATH"],
+            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+            **env,
+        },
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def _as_nobody(script: Path, work: Path, *, dumpable: bool) -> str:
+    env = {"OPENAI_API_KEY": SECRET, "HOME": str(work)}
+    if dumpable:
+        env["RHO_ACTORS_DUMPABLE"] = "1"
+    done = _run_as_nobody([str(script), str(work)], **env)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -60,21 +66,7 @@ def _as_nobody(script: Path, work: Path, *, dumpable: bool) -> str:
 def _nobody_can_import_rho_actors() -> bool:
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         return False
-    probe = subprocess.run(
-        [
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            sys.executable,
-            "-c",
-            "import trio, rho_actors",
-        ],
-        env={"PATH": os.environ["PATH"], "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
-        capture_output=True,
-        check=False,
-    )
-    return probe.returncode == 0
+    return _run_as_nobody(["-c", "import trio, rho_actors"]).returncode == 0
 
 
 _GUARD = textwrap.dedent(
