@@ -41,7 +41,7 @@ def in_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.mark.parametrize(
     ("name", "shell", "file_write", "database", "approval", "confined", "sandbox"),
     [
-        ("readonly", "restricted", "off", "readonly", "none", True, "preferred"),
+        ("readonly", "restricted", "off", "readonly", "none", True, "required"),
         ("developer", "unrestricted", "full", "mutations", "dangerous", True, "off"),
         ("unrestricted", "unrestricted", "full", "mutations", "none", False, "off"),
     ],

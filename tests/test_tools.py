@@ -266,9 +266,18 @@ async def test_sandbox_required_without_bwrap_refuses(work: Path, no_bwrap: None
     assert "not installed" in out.content
 
 
-async def test_sandbox_preferred_without_bwrap_runs_plainly(work: Path, no_bwrap: None) -> None:
-    """'preferred' falls back to running without the sandbox."""
+async def test_readonly_without_bwrap_fails_closed(work: Path, no_bwrap: None) -> None:
+    """The built-in readonly requires the sandbox: without one, nothing runs."""
     out = await call(BashTool(READONLY), work, command="echo hi")
+    assert out.is_error
+    assert "requires a sandbox" in out.content
+    assert "sandbox: preferred" in out.content
+
+
+async def test_sandbox_preferred_without_bwrap_runs_plainly(work: Path, no_bwrap: None) -> None:
+    """'preferred' is the explicit opt-in to parser-only mode without a sandbox."""
+    profile = attrs.evolve(READONLY, sandbox="preferred")
+    out = await call(BashTool(profile), work, command="echo hi")
     assert out.content.strip() == "hi"
     assert out.metadata["sandboxed"] is False
 

@@ -10,7 +10,7 @@ Three profiles are built in:
 =============  ==========  ===========  =========  =========  ========  =======  =======
 profile        shell       file_write   database   approval   confined  sandbox  network
 =============  ==========  ===========  =========  =========  ========  =======  =======
-readonly       restricted  off          readonly   none       yes       prefer.  no
+readonly       restricted  off          readonly   none       yes       requir.  no
 developer      unrestr.    full         mutations  dangerous  yes       off      yes
 unrestricted   unrestr.    full         mutations  none       no        off      yes
 =============  ==========  ===========  =========  =========  ========  =======  =======
@@ -158,7 +158,12 @@ class PermissionProfile:
     rail against mistakes, not a security boundary: an unrestricted shell can
     always spell a command some other way. ``sandbox`` is what makes
     ``readonly`` hold against a determined model: with bubblewrap the root
-    file system is mounted read-only by the kernel.
+    file system is mounted read-only by the kernel, the command has no
+    capabilities, no network and a bounded number of processes.
+    ``"required"`` (the default) refuses to run a command when no sandbox
+    works here; ``"preferred"`` is the explicit opt-in to parser-only mode
+    on such machines, where the restricted-shell checker is a filter, not a
+    security boundary; ``"off"`` never sandboxes.
 
     ``approval`` decides which calls wait for a human: ``"none"``; ``"all"``;
     ``"granular"``, the tools named in ``approval_tools``; ``"dangerous"``,
@@ -190,11 +195,14 @@ class PermissionProfile:
     approval_tools: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
     confine_to_working_dir: bool = True
     sandbox: SandboxMode = attrs.field(
-        default="preferred", validator=attrs.validators.in_(_choices(SandboxMode))
+        default="required", validator=attrs.validators.in_(_choices(SandboxMode))
     )
     network: bool = False
     max_output_chars: int = attrs.field(default=30_000, validator=attrs.validators.gt(0))
     bash_timeout: float = attrs.field(default=120.0, validator=attrs.validators.gt(0))
+    max_processes: int = attrs.field(default=512, validator=attrs.validators.gt(0))
+    """How many processes (threads included) a sandboxed shell command may run
+    at once: the kernel's answer to a fork bomb (see ``_sandbox``)."""
     tools: frozenset[str] | None = attrs.field(default=None, converter=_tool_set)
 
     def restricted_to(self, parent: PermissionProfile) -> PermissionProfile:
@@ -227,6 +235,7 @@ class PermissionProfile:
             network=self.network and parent.network,
             max_output_chars=min(self.max_output_chars, parent.max_output_chars),
             bash_timeout=min(self.bash_timeout, parent.bash_timeout),
+            max_processes=min(self.max_processes, parent.max_processes),
             tools=_fewer_tools(self.tools, parent.tools),
         )
         if narrowed == self:
@@ -569,6 +578,8 @@ def _build(
                 raise bad(key, value, "a string")
             changes[key] = value
         elif key in _ENUM_FIELDS:
+            if value is False and "off" in _ENUM_FIELDS[key]:
+                value = "off"  # YAML 1.1 reads an unquoted `off`/`no` as false
             if value not in _ENUM_FIELDS[key]:
                 raise bad(key, value, "one of " + ", ".join(_ENUM_FIELDS[key]))
             changes[key] = value
@@ -576,7 +587,7 @@ def _build(
             if not isinstance(value, bool):
                 raise bad(key, value, "true or false")
             changes[key] = value
-        elif key == "max_output_chars":
+        elif key in ("max_output_chars", "max_processes"):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise bad(key, value, "a positive integer")
             changes[key] = value

@@ -19,6 +19,7 @@ trace, and keys must never reach it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Mapping
@@ -29,7 +30,7 @@ import attrs
 import trio
 
 from .._errors import InvalidToolArguments
-from .._sandbox import probe_bwrap, wrap_command
+from .._sandbox import probe_bwrap, sandboxed
 from .._shell_policy import check_command
 from .._tools import JSONSchema, ToolContext, ToolOutput
 from ._common import ProfileTool, error, get_str
@@ -129,37 +130,43 @@ class BashTool(ProfileTool):
         if not await trio.Path(working_dir).is_dir():
             return error(f"bash: working directory {working_dir} does not exist")
         argv = [self.shell, "-c", command]
-        sandboxed = False
-        if profile.sandbox != "off":
-            probe = await probe_bwrap()
-            if probe.available:
-                argv = wrap_command(
-                    argv,
-                    working_dir=working_dir,
-                    writable=profile.file_write != "off",
-                    network=profile.network,
-                    executable=probe.executable,
-                )
-                sandboxed = True
-            elif profile.sandbox == "required":
+        probe = await probe_bwrap() if profile.sandbox != "off" else None
+        if probe is not None and not probe.available:
+            if profile.sandbox == "required":
                 return error(
                     f"bash: profile {profile.name!r} requires a sandbox, but bubblewrap is not "
-                    f"usable here: {probe.reason}"
+                    f"usable here: {probe.reason}. Install bubblewrap, or set `sandbox: "
+                    "preferred` in the profile to run commands checked by the parser only "
+                    "(not a security boundary)."
                 )
+            probe = None
         capture = MiddleCapture(profile.max_output_chars)
-        result = await run_process_group(
-            argv,
-            cwd=working_dir,
-            time_limit=timeout,
-            stdout=capture,
-            env=self._environment(),
-            grace=self.kill_grace,
-        )
+        async with contextlib.AsyncExitStack() as stack:
+            if probe is not None:
+                argv = await stack.enter_async_context(
+                    sandboxed(
+                        argv,
+                        probe=probe,
+                        working_dir=working_dir,
+                        writable=profile.file_write != "off",
+                        network=profile.network,
+                        max_processes=profile.max_processes,
+                    )
+                )
+            result = await run_process_group(
+                argv,
+                cwd=working_dir,
+                time_limit=timeout,
+                stdout=capture,
+                env=self._environment(),
+                grace=self.kill_grace,
+            )
+        sandboxed_run = probe is not None
         output, truncated = capture.text()
         metadata = {
             "exit_code": result.returncode,
             "timed_out": result.timed_out,
-            "sandboxed": sandboxed,
+            "sandboxed": sandboxed_run,
             "truncated_chars": truncated,
         }
         if result.timed_out:
@@ -180,6 +187,9 @@ class BashTool(ProfileTool):
             if self.inherit_secrets or not _SECRET_NAME.fullmatch(k)
         }
         env.setdefault("GIT_TERMINAL_PROMPT", "0")  # never wait for credentials
+        if self.readonly:
+            # git status/diff otherwise refresh .git/index: a write.
+            env["GIT_OPTIONAL_LOCKS"] = "0"
         return env
 
 
