@@ -371,16 +371,23 @@ def sed_script_problem(script: str) -> str | None:
                 i = skip_regex(i + 1, delim)
                 i = skip_regex(i, delim)
             elif cmd in "aic":
-                # Text to the end of the line, with backslash-continued lines.
+                # Text to the end of the line; an odd number of trailing
+                # backslashes continues it (`\\` is an escaped backslash).
                 while True:
                     end = to_line_end(i)
-                    if end > i and s[end - 1] == "\\" and end < n:
+                    trailing = len(s[i:end]) - len(s[i:end].rstrip("\\"))
+                    if trailing % 2 == 1 and end < n:
                         i = end + 1
                         continue
                     i = end
                     break
-            elif cmd in "bBtT:":
-                while i < n and s[i] not in ";\n":
+            elif cmd in "bBtT:v":
+                # A label (or v's version) ends at the first blank, ';', '}' or
+                # newline: GNU sed reads what follows a blank as a command, so
+                # stopping early never hides one.
+                while i < n and s[i] in " \t":
+                    i += 1
+                while i < n and s[i] not in " \t;\n}":
                     i += 1
             elif cmd in "rR":
                 i = to_line_end(i)
@@ -392,9 +399,6 @@ def sed_script_problem(script: str) -> str | None:
                 pass
             elif cmd in "lLqQ":
                 while i < n and s[i] in " \t0123456789":
-                    i += 1
-            elif cmd == "v":
-                while i < n and s[i] not in ";\n}":
                     i += 1
             else:
                 return f"unknown sed command {cmd!r}"
@@ -492,109 +496,31 @@ def _check_awk(name: str, args: Sequence[Word]) -> Refusal | None:
     return None
 
 
-_AWK_REGEX_AFTER = frozenset(
-    {
-        *("", "(", ",", "{", "}", ";", "\n", "!", "~", "&&", "||", "?", ":", "=", "==", "!=", "<"),
-        *("<=", ">", ">=", "+", "-", "*", "/", "%", "^", "print", "printf", "return", "in", "!~"),
-        *("+=", "-=", "*=", "/=", "%=", "^=", "case"),
-    }
-)
-
-
 def awk_program_problem(program: str) -> str | None:
-    """Why an awk program is not read-only, or None.
+    """Why an awk program might not be read-only, or None.
 
-    Refuses ``system()``, any pipe (``print | "cmd"``, ``"cmd" | getline``,
-    gawk's ``|&``), output redirection of ``print``/``printf`` (a ``>`` at the
-    statement's own parenthesis level), gawk's ``@include``/``@load`` and its
-    network special files.
+    Deliberately *not* a parse: whether a ``/`` starts a regular expression
+    or divides, and where a statement that continues over a newline ends,
+    decide what awk runs, and a checker that guesses differently from awk is
+    a bypass. So the rules look at the raw text, strings and comments
+    included, and refuse a superset of what is dangerous: ``system`` or a
+    pipe anywhere (``||`` aside), a ``>`` anywhere in a program that prints
+    (output redirection), gawk's ``@`` directives and indirect calls, and
+    its network special files.
     """
+    if "system" in program:
+        return "system() runs commands (the word may not appear anywhere in the program)"
+    if "|" in program.replace("||", ""):
+        return "pipes to or from commands are not allowed ('|' may only appear as '||')"
+    if "@" in program:
+        return "@include/@load and indirect calls are not allowed"
     if "/inet" in program:
         return "network special files (/inet) are not allowed"
-    tokens: list[str] = []
-    i = 0
-    n = len(program)
-    while i < n:
-        c = program[i]
-        if c in " \t\r":
-            i += 1
-            continue
-        if c == "\\" and i + 1 < n and program[i + 1] == "\n":
-            i += 2
-            continue
-        if c == "#":
-            while i < n and program[i] != "\n":
-                i += 1
-            continue
-        if c == '"':
-            j = i + 1
-            while j < n and program[j] != '"':
-                j += 2 if program[j] == "\\" else 1
-            if j >= n:
-                return "unterminated string"
-            tokens.append('"')
-            i = j + 1
-            continue
-        if c == "/" and (tokens[-1] if tokens else "") in _AWK_REGEX_AFTER:
-            j = i + 1
-            in_class = False
-            while j < n and (program[j] != "/" or in_class):
-                if program[j] == "\\":
-                    j += 1
-                elif program[j] == "[":
-                    in_class = True
-                elif program[j] == "]":
-                    in_class = False
-                elif program[j] == "\n":
-                    return "unterminated regular expression"
-                j += 1
-            if j >= n:
-                return "unterminated regular expression"
-            tokens.append("/re/")
-            i = j + 1
-            continue
-        match = re.match(r"[A-Za-z_][A-Za-z0-9_]*", program[i:])
-        if match:
-            tokens.append(match.group())
-            i += len(match.group())
-            continue
-        if c.isdigit() or (c == "." and i + 1 < n and program[i + 1].isdigit()):
-            match = re.match(r"[0-9.]+([eE][-+]?[0-9]+)?", program[i:])
-            assert match is not None
-            tokens.append("0")
-            i += len(match.group())
-            continue
-        for op in (
-            *("|&", "||", "&&", ">>", ">=", "<=", "==", "!=", "!~", "+=", "-=", "*=", "/=", "%="),
-            *("^=", "++", "--"),
-        ):
-            if program.startswith(op, i):
-                tokens.append(op)
-                i += len(op)
-                break
-        else:
-            tokens.append(c)
-            i += 1
-    depth = 0
-    in_print_at: int | None = None
-    for token in tokens:
-        if token == "system":
-            return "system() runs commands"
-        if token == "@":
-            return "@include/@load are not allowed"
-        if token in ("|", "|&"):
-            return "pipes to or from commands are not allowed"
-        if token in ("print", "printf"):
-            in_print_at = depth
-        elif token in ("(", "["):
-            depth += 1
-        elif token in (")", "]"):
-            depth -= 1
-        elif token in (";", "\n", "{", "}"):
-            in_print_at = None
-            depth = 0 if token in ("{", "}") else depth
-        elif token in (">", ">>") and in_print_at is not None and depth == in_print_at:
-            return "print/printf output redirection writes a file"
+    if "print" in program and ">" in program:
+        return (
+            "a program that prints may not contain '>' (it can redirect output to a file); "
+            "write comparisons with '<' or '<=' instead, e.g. '100 < $3'"
+        )
     return None
 
 
@@ -841,8 +767,8 @@ _SIMPLE_RULES: dict[str, _OptionRule] = {
         forbidden_long={"compile": "it writes a compiled magic file"},
     ),
     "tree": _OptionRule(
-        reason="it writes a file",
-        forbidden_short="o",
+        reason="it writes a file (-R with -H writes one into every directory)",
+        forbidden_short="oR",
         valued_short="LIPH",
         forbidden_long={"output": "it writes a file"},
     ),
@@ -996,7 +922,7 @@ def _options_then_command(
 
 
 _UNSAFE_ENV_NAMES = re.compile(
-    r"PATH|LD_\w*|BASH_ENV|ENV|BASH_FUNC_\w*|SHELLOPTS|BASHOPTS|IFS|PS[0-4]|PROMPT_COMMAND"
+    r"PATH|LD_\w*|BASH\w*|ENV|SHELLOPTS|BASHOPTS|IFS|PS[0-4]|PROMPT_COMMAND"
     r"|CDPATH|GLOBIGNORE|HOME|HISTFILE|BASH_XTRACEFD|BASH_LOADABLES_PATH|EXECIGNORE"
     r"|GIT_\w*|\w*PAGER|EDITOR|VISUAL|LESS\w*|PYTHON\w*|PERL\w*|RUBY\w*|NODE_\w*|XDG_\w*"
     r"|RIPGREP_CONFIG_PATH|GREP_OPTIONS|AWKPATH|AWKLIBPATH|TMPDIR|SSH_\w*|GCONV_PATH"
@@ -1016,6 +942,11 @@ def unsafe_assignment(text: str) -> str | None:
     name = match.group(1)
     if _UNSAFE_ENV_NAMES.fullmatch(name):
         return f"setting {name} can change which programs run"
+    if text[match.end() :].startswith("("):
+        # `a=([$x]=1)`: every subscript is evaluated as arithmetic, where a
+        # variable's contents can run commands (and BASH_CMDS=([ls]=...)
+        # redirects commands).
+        return f"array assignment {text!r} is not allowed in a restricted shell"
     return None
 
 

@@ -40,6 +40,7 @@ from typing import Protocol
 import attrs
 
 from ._command_rules import (
+    SHELLS,
     WRAPPERS,
     InnerCommand,
     InnerScript,
@@ -206,6 +207,12 @@ class _Checker:
             return f"{name!r} is blocked by profile {self.profile.name!r}"
         if self.restricted and "/" in path and os.path.dirname(path) not in _SYSTEM_BIN_DIRS:
             return f"{path!r}: only commands from the system's bin directories may run"
+        if self.restricted and name in SHELLS and name != "bash":
+            # Its script would be read with bash's grammar, which is not its own.
+            return (
+                f"{name} is not allowed in a restricted shell (its scripts cannot be checked "
+                "with bash's grammar); use bash -c, or run the command directly"
+            )
         if name in WRAPPERS:
             # A wrapper is judged by what it runs, so it need not be allowlisted.
             result = unwrap(name, args)

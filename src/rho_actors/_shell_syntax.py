@@ -568,6 +568,15 @@ class _Reader:
             name = self._read_word()
             if name is None or not _NAME.fullmatch(name.raw):
                 raise self._error("for needs a variable name")
+            # The loop assigns its variable: judged like NAME=value (PATH...).
+            assigned = f"{name.raw}="
+            self.commands.append(
+                SimpleCommand(
+                    assignments=(Word(parts=(WordPart(PartKind.BARE, assigned),), raw=assigned),),
+                    words=(),
+                    redirects=(),
+                )
+            )
             self._skip_newlines()
             if self._peek_reserved() == "in":
                 self.i += 2
