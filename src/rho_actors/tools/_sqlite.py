@@ -46,6 +46,11 @@ MAX_ROWS = 2000
 MAX_CELL_CHARS = 200
 DEFAULT_TIMEOUT = 30.0
 _PROGRESS_STEPS = 1000
+# No value (string, blob, row, SQL text) may exceed this: `hex(zeroblob(1e8))`
+# fails with "string or blob too big" instead of allocating gigabytes.
+MAX_VALUE_BYTES = 1 << 20
+# What a result may hold in memory before the rest is left unread.
+MAX_RESULT_BYTES = 8 << 20
 
 _WRITE_ACTIONS = frozenset(
     {
@@ -194,11 +199,17 @@ class _Job:
     ) -> str | _Failed:
         mode = "ro" if self.readonly else ("rwc" if self.create else "rw")
         uri = f"file:{urllib.parse.quote(str(self.path))}?mode={mode}"
+        if self.readonly and not self.path.with_name(self.path.name + "-wal").exists():
+            # Even a read-only connection creates -wal/-shm files beside a WAL
+            # database; with no -wal file the main file is the whole database,
+            # and `immutable` reads it without creating or locking anything.
+            uri += "&immutable=1"
         try:
             conn = sqlite3.connect(uri, uri=True, timeout=5.0, isolation_level=None)
         except sqlite3.Error as exc:
             return _Failed(f"cannot open database: {exc}")
         try:
+            conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
             if self.readonly:
                 conn.execute("PRAGMA query_only=ON")
             conn.set_authorizer(self._authorize)
@@ -259,9 +270,16 @@ class _Job:
                 f"OK ({changed} row{'s' if changed != 1 else ''} changed)" if changed >= 0 else "OK"
             )
         columns = [d[0] for d in cursor.description]
-        rows = cursor.fetchmany(max_rows + 1)
-        more = len(rows) > max_rows
-        return _table(columns, rows[:max_rows], more=more)
+        rows: list[Any] = []
+        size = 0
+        more = False
+        for row in cursor:
+            if len(rows) == max_rows or size > MAX_RESULT_BYTES:
+                more = True
+                break
+            rows.append(row)
+            size += sum(len(v) if isinstance(v, str | bytes) else 8 for v in row)
+        return _table(columns, rows, more=more)
 
 
 def _list_tables(conn: sqlite3.Connection) -> str:
