@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import re
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,7 @@ import trio
 from .._errors import InvalidToolArguments
 from .._tools import JSONSchema, ToolContext, ToolOutput
 from ._common import ProfileTool, display_path, error, get_int, get_str, head_lines, resolve_path
-from ._globs import compile_glob, sort_key, walk_files
+from ._globs import GlobMatcher, compile_glob, sort_key, walk_files
 
 __all__ = ["GlobTool"]
 
@@ -75,13 +75,18 @@ class GlobTool(ProfileTool):
         )
         try:
             regex = compile_glob(pattern.removeprefix("./"))
-        except (ValueError, re.error) as exc:
+        except ValueError as exc:
             raise InvalidToolArguments(f"invalid glob {pattern!r}: {exc}") from None
         base = await resolve_path(get_str(args, "path", default="."), ctx, self.profile)
         working_dir = await resolve_path(".", ctx, self.profile)
         if not await trio.Path(base).is_dir():
             return error(f"glob: {display_path(base, working_dir)} is not a directory")
-        found = await trio.to_thread.run_sync(_find, base, regex)
+        stop = threading.Event()
+        try:
+            # Abandoned on cancel, and told to stop: a huge tree never holds a call.
+            found = await trio.to_thread.run_sync(_find, base, regex, stop, abandon_on_cancel=True)
+        finally:
+            stop.set()
         metadata = {"total": len(found)}
         if not found:
             return ToolOutput(content=f"No files match {pattern!r}.", metadata=metadata)
@@ -96,5 +101,11 @@ class GlobTool(ProfileTool):
         return ToolOutput(content=text, metadata=metadata)
 
 
-def _find(base: Path, regex: re.Pattern[str]) -> list[str]:
-    return [rel for _, rel in walk_files(base) if regex.match(rel)]
+def _find(base: Path, matcher: GlobMatcher, stop: threading.Event) -> list[str]:
+    found: list[str] = []
+    for _, rel in walk_files(base):
+        if stop.is_set():
+            break
+        if matcher.match(rel):
+            found.append(rel)
+    return found

@@ -12,9 +12,10 @@ against Python's ``re``); plain patterns behave the same.
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import shutil
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from ._common import (
     get_str,
     resolve_path,
 )
-from ._globs import compile_glob, matches_name_or_path, sort_key, walk_files
+from ._globs import sort_key
 from ._process import HeadCapture, run_process_group
 
 __all__ = ["GrepTool"]
@@ -44,6 +45,7 @@ MAX_RESULTS = 2000
 MAX_MATCH_CHARS = 300
 _SEARCH_TIMEOUT = 60.0
 _RG_OUTPUT_BYTES = 16 * 1024 * 1024
+_WORKER = Path(__file__).with_name("_grep_worker.py")
 
 
 @attrs.frozen(slots=True)
@@ -124,9 +126,7 @@ class GrepTool(ProfileTool):
         if rg is not None:
             outcome = await _search_rg(rg, pattern, target, working_dir, glob, ignore_case)
         else:
-            outcome = await trio.to_thread.run_sync(
-                _search_python, pattern, target, working_dir, glob, ignore_case
-            )
+            outcome = await _search_python(pattern, target, working_dir, glob, ignore_case)
         if isinstance(outcome, str):
             return error(f"grep: {outcome}")
         matches = sorted(outcome, key=lambda m: (sort_key(m.path), m.line))
@@ -181,6 +181,24 @@ async def _search_rg(
     if ignore_case:
         argv.append("--ignore-case")
     argv += ["--regexp", pattern, "--", relative]
+    return await _run_search(argv, working_dir, "rg")
+
+
+async def _search_python(
+    pattern: str, target: Path, working_dir: Path, glob: str | None, ignore_case: bool
+) -> list[Match] | str:
+    """The same search with Python's ``re``, in a child process killed at the deadline."""
+    request = {
+        "pattern": pattern,
+        "target": display_path(target, working_dir),
+        "glob": glob,
+        "ignore_case": ignore_case,
+    }
+    argv = [sys.executable, "-I", str(_WORKER), json.dumps(request)]
+    return await _run_search(argv, working_dir, "the search")
+
+
+async def _run_search(argv: list[str], working_dir: Path, what: str) -> list[Match] | str:
     stdout = HeadCapture(_RG_OUTPUT_BYTES)
     stderr = HeadCapture(64 * 1024)
     result = await run_process_group(
@@ -190,7 +208,7 @@ async def _search_rg(
         return f"search timed out after {_SEARCH_TIMEOUT:g} s"
     if result.returncode not in (0, 1) and not stdout.data:
         message = bytes(stderr.data).decode("utf-8", "replace").strip()
-        return message or f"rg failed with exit code {result.returncode}"
+        return message or f"{what} failed with exit code {result.returncode}"
     return _parse_rg_output(bytes(stdout.data), working_dir)
 
 
@@ -211,41 +229,4 @@ def _parse_rg_output(data: bytes, working_dir: Path) -> list[Match]:
                 text=text.decode("utf-8", "replace").rstrip("\r"),
             )
         )
-    return matches
-
-
-def _search_python(
-    pattern: str, target: Path, working_dir: Path, glob: str | None, ignore_case: bool
-) -> list[Match] | str:
-    try:
-        regex = re.compile(pattern, re.IGNORECASE if ignore_case else 0)
-    except re.error as exc:
-        return f"invalid regular expression {pattern!r}: {exc}"
-    try:
-        glob_regex = compile_glob(glob) if glob else None
-    except (ValueError, re.error) as exc:
-        return f"invalid glob {glob!r}: {exc}"
-    if target.is_file():
-        files = [(target, display_path(target, working_dir))]
-    else:
-        files = [(path, display_path(path, working_dir)) for path, _ in walk_files(target)]
-    matches: list[Match] = []
-    for path, shown in files:
-        if glob and glob_regex is not None:
-            rel = os.path.relpath(path, working_dir).replace(os.sep, "/")
-            if not matches_name_or_path(glob_regex, glob, rel):
-                continue
-        try:
-            data = path.read_bytes()
-        except OSError:
-            continue
-        if b"\x00" in data:
-            continue
-        lines = data.split(b"\n")
-        if lines and not lines[-1]:
-            lines.pop()  # the final newline ends a line; it does not start one
-        for number, raw in enumerate(lines, start=1):
-            text = raw.decode("utf-8", "replace").rstrip("\r")
-            if regex.search(text):
-                matches.append(Match(path=shown, line=number, text=text))
     return matches
