@@ -23,11 +23,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 from pathlib import Path
 
 from ._errors import InvalidToolArguments, ToolDenied
 
-__all__ = ["open_beneath", "resolve_in_workdir"]
+__all__ = ["open_beneath", "open_checked", "resolve_in_workdir"]
 
 
 def resolve_in_workdir(path: str, working_dir: Path, *, confine: bool) -> Path:
@@ -96,7 +97,10 @@ def open_beneath(
         try:
             return os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
         except OSError as exc:
-            if exc.errno == errno.ELOOP:
+            # A symlink as the last component: ELOOP, or ENOTDIR for O_DIRECTORY.
+            if exc.errno == errno.ELOOP or (
+                exc.errno == errno.ENOTDIR and _is_link(parts[-1], dir_fd)
+            ):
                 raise _swapped(path) from exc
             raise
     finally:
@@ -104,6 +108,29 @@ def open_beneath(
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def open_checked(path: Path, working_dir: Path, flags: int, *, confine: bool) -> int:
+    """Open a path that :func:`resolve_in_workdir` returned, for reading.
+
+    Confined, the open goes through :func:`open_beneath` (the working
+    directory itself included), so what is read is what was checked. Not
+    confined, the path was never judged, and a plain open is as good.
+    ``flags`` may include ``O_DIRECTORY`` to open a directory.
+    """
+    root = Path(os.path.realpath(working_dir))
+    if not confine:
+        return os.open(path, flags | os.O_CLOEXEC)
+    if path == root:
+        return os.open(root, flags | os.O_CLOEXEC)
+    return open_beneath(root, path, flags)
+
+
+def _is_link(name: str, dir_fd: int) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(name, dir_fd=dir_fd).st_mode)
+    except OSError:
+        return False
 
 
 def _swapped(path: Path) -> ToolDenied:

@@ -10,6 +10,8 @@ environment or on the config object).
 
 from __future__ import annotations
 
+import os
+import re
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
@@ -17,6 +19,17 @@ from typing import Any
 # A key containing any of these (case-insensitive) has its value redacted.
 SECRET_KEY_PARTS = ("key", "token", "secret", "password", "passwd", "credential")
 REDACTED = "[redacted]"
+
+
+# Environment variables a tool's child process never gets (unless a tool is
+# built to pass them on): what a command prints ends up in the trace.
+_SECRET_ENV_NAME = re.compile(r"(?i).*(API_?KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL).*")
+
+
+def environment_without_secrets(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``environ`` (default: this process's) without secret-looking variables."""
+    source = os.environ if environ is None else environ
+    return {k: v for k, v in source.items() if not _SECRET_ENV_NAME.fullmatch(k)}
 
 
 def looks_secret(key: object) -> bool:

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from rho_actors import ToolContext, ToolDenied, load_profile
-from rho_actors.tools import EditTool, WriteTool
+from rho_actors.tools import EditTool, GlobTool, GrepTool, ListTool, ReadTool, WriteTool
 
 
 def _ctx(work: Path) -> ToolContext:
@@ -107,3 +107,63 @@ def test_the_open_itself_follows_no_symlink(tmp_path: Path) -> None:
     with pytest.raises(ToolDenied, match="symlink"):
         open_beneath(work, work / "file-link", os.O_WRONLY | os.O_CREAT)
     assert list(outside.iterdir()) == []
+
+
+async def test_reading_tools_never_see_outside_while_a_directory_is_swapped(
+    tmp_path: Path,
+) -> None:
+    """read, list, glob and grep (both engines) open what they checked, through
+    descriptors: with sub/ swapped for a symlink to outside/ all the while, 150 rounds
+    of each never show outside's file. Reads may fail; none leaks."""
+    work, outside = _layout(tmp_path)
+    (work / "sub").mkdir()
+    (work / "sub" / "inside.txt").write_text("nothing here\n")
+    (outside / "secret.txt").write_text("TOPSECRET\n")
+    profile = load_profile("readonly")
+    calls = [
+        (ReadTool(profile), {"path": "sub/secret.txt"}),
+        (ListTool(profile), {"path": "sub"}),
+        (GlobTool(profile), {"pattern": "**/*.txt", "path": "sub"}),
+        (GrepTool(profile), {"pattern": "TOP", "path": "sub"}),
+        (GrepTool(profile, use_ripgrep=False), {"pattern": "TOP", "path": "sub"}),
+    ]
+    swapper = await trio.lowlevel.open_process(
+        [sys.executable, "-c", _SWAPPER, str(work), str(outside)]
+    )
+    seen: list[str] = []
+    try:
+        for _ in range(150):
+            for tool, args in calls:
+                try:
+                    out = await tool.handle(args, _ctx(work))
+                except ToolDenied:
+                    continue
+                # read's own error messages name the path it was asked for
+                seen.append(out.content if tool.name != "read" else "")
+                if "TOPSECRET" in out.content:
+                    seen.append(out.content)
+    finally:
+        (work / "STOP").touch()
+        with trio.fail_after(30):
+            await swapper.wait()
+    assert not [text for text in seen if "secret.txt" in text or "TOPSECRET" in text]
+    # The control: unconfined, a symlink that stays put shows outside's file.
+    os.symlink(outside, work / "out")
+    done = await ReadTool(load_profile("unrestricted")).handle(
+        {"path": "out/secret.txt"}, _ctx(work)
+    )
+    assert "TOPSECRET" in done.content
+
+
+def test_reads_open_beneath_the_working_directory(tmp_path: Path) -> None:
+    """The read-side mechanism, deterministically: a symlink where the check saw a
+    directory makes the open fail."""
+    from rho_actors._paths import open_checked
+
+    work, outside = _layout(tmp_path)
+    (outside / "secret.txt").write_text("x")
+    os.symlink(outside, work / "sub")
+    with pytest.raises(ToolDenied, match="symlink"):
+        open_checked(work / "sub" / "secret.txt", work, os.O_RDONLY, confine=True)
+    with pytest.raises(ToolDenied, match="symlink"):
+        open_checked(work / "sub", work, os.O_RDONLY | os.O_DIRECTORY, confine=True)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import trio
 
 from .._errors import InvalidToolArguments
 from .._sandbox import probe_bwrap, sandboxed
+from .._secrets import environment_without_secrets
 from .._shell_policy import check_command
 from .._tools import JSONSchema, ToolContext, ToolOutput
 from ._common import ProfileTool, error, get_str
@@ -50,8 +50,6 @@ def _check_limiter() -> trio.CapacityLimiter:
 
 
 __all__ = ["BashTool"]
-
-_SECRET_NAME = re.compile(r"(?i).*(API_?KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL).*")
 
 
 @attrs.frozen(slots=True)
@@ -181,11 +179,7 @@ class BashTool(ProfileTool):
         return ToolOutput(content=text, metadata=metadata)
 
     def _environment(self) -> dict[str, str]:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if self.inherit_secrets or not _SECRET_NAME.fullmatch(k)
-        }
+        env = dict(os.environ) if self.inherit_secrets else environment_without_secrets()
         env.setdefault("GIT_TERMINAL_PROMPT", "0")  # never wait for credentials
         if self.readonly:
             # git status/diff otherwise refresh .git/index: a write.

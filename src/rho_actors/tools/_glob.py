@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -11,6 +12,7 @@ import attrs
 import trio
 
 from .._errors import InvalidToolArguments
+from .._paths import open_checked
 from .._tools import JSONSchema, ToolContext, ToolOutput
 from ._common import ProfileTool, display_path, error, get_int, get_str, head_lines, resolve_path
 from ._globs import GlobMatcher, compile_glob, sort_key, walk_files
@@ -84,7 +86,15 @@ class GlobTool(ProfileTool):
         stop = threading.Event()
         try:
             # Abandoned on cancel, and told to stop: a huge tree never holds a call.
-            found = await trio.to_thread.run_sync(_find, base, regex, stop, abandon_on_cancel=True)
+            found = await trio.to_thread.run_sync(
+                _find,
+                base,
+                Path(ctx.working_dir),
+                self.profile.confine_to_working_dir,
+                regex,
+                stop,
+                abandon_on_cancel=True,
+            )
         finally:
             stop.set()
         metadata = {"total": len(found)}
@@ -101,11 +111,17 @@ class GlobTool(ProfileTool):
         return ToolOutput(content=text, metadata=metadata)
 
 
-def _find(base: Path, matcher: GlobMatcher, stop: threading.Event) -> list[str]:
+def _find(
+    base: Path, working_dir: Path, confine: bool, matcher: GlobMatcher, stop: threading.Event
+) -> list[str]:
     found: list[str] = []
-    for _, rel in walk_files(base):
-        if stop.is_set():
-            break
-        if matcher.match(rel):
-            found.append(rel)
+    top = open_checked(base, working_dir, os.O_RDONLY | os.O_DIRECTORY, confine=confine)
+    try:
+        for _, _, rel in walk_files(top):
+            if stop.is_set():
+                break
+            if matcher.match(rel):
+                found.append(rel)
+    finally:
+        os.close(top)
     return found

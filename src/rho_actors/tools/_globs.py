@@ -11,9 +11,9 @@ without a ``/`` matches a file's name in any directory (for grep's filter).
 from __future__ import annotations
 
 import os
+import stat
 import typing
 from collections.abc import Iterator
-from pathlib import Path
 
 __all__ = ["GlobMatcher", "compile_glob", "matches_name_or_path", "sort_key", "walk_files"]
 
@@ -224,18 +224,24 @@ def sort_key(relative: str) -> tuple[str, ...]:
     return tuple(relative.split("/"))
 
 
-def walk_files(root: Path) -> Iterator[tuple[Path, str]]:
-    """Regular files under ``root`` as (path, POSIX path relative to root).
+def walk_files(top_fd: int) -> Iterator[tuple[int, str, str]]:
+    """Regular files under the directory open as ``top_fd``: (directory fd, name,
+    POSIX path relative to the top).
 
-    Skips ``.git`` directories and does not follow symlinks, so a link to
-    ``/`` cannot make a search walk the whole machine (ripgrep's default).
+    Skips ``.git`` directories and follows no symlink, so a link to ``/``
+    cannot make a search walk the whole machine (ripgrep's default). The walk
+    goes through directory descriptors (``os.fwalk``), which checks that each
+    directory it enters is the one it listed: a directory swapped for a
+    symlink mid-walk is skipped, not followed. The directory fd is valid only
+    until the next item.
     """
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(
-            d for d in dirnames if d != ".git" and not os.path.islink(os.path.join(dirpath, d))
-        )
-        for filename in sorted(filenames):
-            full = Path(dirpath, filename)
-            if full.is_symlink() or not full.is_file():
+    for dirpath, dirnames, filenames, dir_fd in os.fwalk(".", dir_fd=top_fd, follow_symlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if d != ".git")
+        prefix = "" if dirpath == "." else dirpath[2:] + "/"
+        for name in sorted(filenames):
+            try:
+                mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+            except OSError:
                 continue
-            yield full, full.relative_to(root).as_posix()
+            if stat.S_ISREG(mode):
+                yield dir_fd, name, prefix + name

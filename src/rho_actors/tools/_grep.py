@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +25,7 @@ import attrs
 import trio
 
 from .._errors import InvalidToolArguments
+from .._paths import open_checked
 from .._tools import JSONSchema, ToolContext, ToolOutput
 from ._common import (
     ProfileTool,
@@ -116,17 +118,31 @@ class GrepTool(ProfileTool):
         )
         working_dir = await resolve_path(".", ctx, self.profile)
         target = await resolve_path(get_str(args, "path", default="."), ctx, self.profile)
+        shown = display_path(target, working_dir)
         if not await trio.Path(target).exists():
-            return error(f"grep: {display_path(target, working_dir)} does not exist")
+            return error(f"grep: {shown} does not exist")
         rg = None
         if self.use_ripgrep is not False:
             rg = await trio.to_thread.run_sync(shutil.which, "rg")
         if self.use_ripgrep and rg is None:
             return error("grep: ripgrep (rg) was requested but is not installed")
-        if rg is not None:
-            outcome = await _search_rg(rg, pattern, target, working_dir, glob, ignore_case)
-        else:
-            outcome = await _search_python(pattern, target, working_dir, glob, ignore_case)
+        confine = self.profile.confine_to_working_dir
+        try:
+            fd = await trio.to_thread.run_sync(
+                lambda: open_checked(target, working_dir, _TARGET_FLAGS, confine=confine)
+            )
+        except OSError as exc:
+            return error(f"grep: cannot open {shown}: {exc.strerror}")
+        try:
+            place = _place(fd, shown, working_dir)
+            if isinstance(place, str):
+                return error(f"grep: {place}")
+            if rg is not None:
+                outcome = await _search_rg(rg, pattern, place, glob, ignore_case)
+            else:
+                outcome = await _search_python(pattern, place, glob, ignore_case)
+        finally:
+            os.close(fd)
         if isinstance(outcome, str):
             return error(f"grep: {outcome}")
         matches = sorted(outcome, key=lambda m: (sort_key(m.path), m.line))
@@ -158,10 +174,49 @@ def _render(
     return ToolOutput(content="\n".join(lines), metadata=metadata)
 
 
+@attrs.frozen(slots=True)
+class _Place:
+    """Where a search runs: the target as the child sees it, and how names map back.
+
+    On Linux the child runs in (or reads) the very directory or file opened
+    and checked here, through ``/proc/self/fd``: a path swapped for a symlink
+    after the check cannot send the search elsewhere.
+    """
+
+    cwd: str
+    target: str
+    shown: str
+    is_dir: bool
+    pass_fds: tuple[int, ...]
+
+    def name(self, printed: str) -> str:
+        if not self.is_dir:
+            return self.shown
+        rel = os.path.normpath(printed)
+        if rel == ".":
+            return self.shown
+        return rel if self.shown == "." else f"{self.shown.rstrip('/')}/{rel}"
+
+
+_TARGET_FLAGS = os.O_RDONLY | os.O_NONBLOCK
+
+
+def _place(fd: int, shown: str, working_dir: Path) -> _Place | str:
+    mode = os.fstat(fd).st_mode
+    is_dir = stat.S_ISDIR(mode)
+    if not is_dir and not stat.S_ISREG(mode):
+        return f"{shown} is not a regular file or directory"
+    magic = f"/proc/self/fd/{fd}"
+    if not os.path.isdir("/proc/self/fd"):  # no /proc: the checked path, as is
+        return _Place(str(working_dir), shown, ".", True, ())
+    if is_dir:
+        return _Place(magic, ".", shown, True, (fd,))
+    return _Place(str(working_dir), magic, shown, False, (fd,))
+
+
 async def _search_rg(
-    rg: str, pattern: str, target: Path, working_dir: Path, glob: str | None, ignore_case: bool
+    rg: str, pattern: str, place: _Place, glob: str | None, ignore_case: bool
 ) -> list[Match] | str:
-    relative = display_path(target, working_dir)
     argv = [
         rg,
         "--no-config",
@@ -180,39 +235,45 @@ async def _search_rg(
         argv += ["--glob", glob]
     if ignore_case:
         argv.append("--ignore-case")
-    argv += ["--regexp", pattern, "--", relative]
-    return await _run_search(argv, working_dir, "rg")
+    argv += ["--regexp", pattern, "--", place.target]
+    return await _run_search(argv, place, "rg")
 
 
 async def _search_python(
-    pattern: str, target: Path, working_dir: Path, glob: str | None, ignore_case: bool
+    pattern: str, place: _Place, glob: str | None, ignore_case: bool
 ) -> list[Match] | str:
     """The same search with Python's ``re``, in a child process killed at the deadline."""
     request = {
         "pattern": pattern,
-        "target": display_path(target, working_dir),
+        "target": place.target,
         "glob": glob,
         "ignore_case": ignore_case,
+        "prefix": ".",
     }
     argv = [sys.executable, "-I", str(_WORKER), json.dumps(request)]
-    return await _run_search(argv, working_dir, "the search")
+    return await _run_search(argv, place, "the search")
 
 
-async def _run_search(argv: list[str], working_dir: Path, what: str) -> list[Match] | str:
+async def _run_search(argv: list[str], place: _Place, what: str) -> list[Match] | str:
     stdout = HeadCapture(_RG_OUTPUT_BYTES)
     stderr = HeadCapture(64 * 1024)
     result = await run_process_group(
-        argv, cwd=working_dir, time_limit=_SEARCH_TIMEOUT, stdout=stdout, stderr=stderr
+        argv,
+        cwd=Path(place.cwd),
+        time_limit=_SEARCH_TIMEOUT,
+        stdout=stdout,
+        stderr=stderr,
+        pass_fds=place.pass_fds,
     )
     if result.timed_out:
         return f"search timed out after {_SEARCH_TIMEOUT:g} s"
     if result.returncode not in (0, 1) and not stdout.data:
         message = bytes(stderr.data).decode("utf-8", "replace").strip()
         return message or f"{what} failed with exit code {result.returncode}"
-    return _parse_rg_output(bytes(stdout.data), working_dir)
+    return _parse_rg_output(bytes(stdout.data), place)
 
 
-def _parse_rg_output(data: bytes, working_dir: Path) -> list[Match]:
+def _parse_rg_output(data: bytes, place: _Place) -> list[Match]:
     matches: list[Match] = []
     for raw in data.split(b"\n"):
         name, sep, rest = raw.partition(b"\x00")
@@ -221,10 +282,9 @@ def _parse_rg_output(data: bytes, working_dir: Path) -> list[Match]:
         number, _, text = rest.partition(b":")
         if not number.isdigit():
             continue
-        path = os.path.normpath(os.path.join(working_dir, name.decode("utf-8", "replace")))
         matches.append(
             Match(
-                path=display_path(Path(path), working_dir),
+                path=place.name(name.decode("utf-8", "replace")),
                 line=int(number),
                 text=text.decode("utf-8", "replace").rstrip("\r"),
             )

@@ -18,6 +18,7 @@ import importlib.util
 import json
 import os
 import re
+import stat
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,8 +39,10 @@ def _globs() -> ModuleType:
     return module
 
 
-def search(pattern: str, target: str, glob: str | None, ignore_case: bool) -> int:
-    """Print matches under ``target`` (relative to the current directory)."""
+def search(pattern: str, target: str, glob: str | None, ignore_case: bool, prefix: str) -> int:
+    """Print matches under ``target`` (relative to the current directory), each
+    file named ``prefix/RELATIVE`` as the model is shown it (and as the glob
+    filter sees it)."""
     globs = _globs()
     try:
         regex = re.compile(pattern, re.IGNORECASE if ignore_case else 0)
@@ -51,31 +54,51 @@ def search(pattern: str, target: str, glob: str | None, ignore_case: bool) -> in
     except ValueError as exc:
         print(f"invalid glob {glob!r}: {exc}", file=sys.stderr)
         return 2
-    root = Path(target)
-    if root.is_file():
-        files = [(root, target)]
-    else:
-        files = [(path, os.path.join(target, rel)) for path, rel in globs.walk_files(root)]
     out = sys.stdout.buffer
-    for path, shown in files:
-        rel = os.path.normpath(shown).replace(os.sep, "/")
+    for dir_fd, name, rel in _files(globs, target):
+        rel = prefix if rel == target else _join(prefix, rel)
         if matcher is not None and not globs.matches_name_or_path(matcher, glob, rel):
             continue
+        # A lone file target is the descriptor the tool checked (a /proc
+        # link, which O_NOFOLLOW would refuse); files of a walk are not links.
+        flags = _FILE_FLAGS if dir_fd is not None else _FILE_FLAGS & ~os.O_NOFOLLOW
         try:
-            with open(path, "rb") as f:
-                head = f.read(8192)
-                if b"\x00" in head:
-                    continue
-                f.seek(0)
-                name = rel.encode("utf-8", "surrogateescape")
-                for number, raw in enumerate(_lines(f), start=1):
-                    text = raw.decode("utf-8", "replace").rstrip("\r")
-                    if regex.search(text):
-                        out.write(b"%s\x00%d:%s\n" % (name, number, raw.rstrip(b"\r")))
+            fd = os.open(name, flags, dir_fd=dir_fd)
         except OSError:
             continue
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue  # a FIFO or device put there since the walk listed it
+            head = f.read(8192)
+            if b"\x00" in head:
+                continue
+            f.seek(0)
+            shown = rel.encode("utf-8", "surrogateescape")
+            for number, raw in enumerate(_lines(f), start=1):
+                text = raw.decode("utf-8", "replace").rstrip("\r")
+                if regex.search(text):
+                    out.write(b"%s\x00%d:%s\n" % (shown, number, raw.rstrip(b"\r")))
     out.flush()
     return 0
+
+
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def _files(globs: ModuleType, target: str) -> Iterator[tuple[int | None, str, str]]:
+    """(directory fd or None, name to open, name to print) for each file to search."""
+    if not os.path.isdir(target):
+        yield None, target, target
+        return
+    top = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield from globs.walk_files(top)
+    finally:
+        os.close(top)
+
+
+def _join(prefix: str, rel: str) -> str:
+    return rel if prefix in ("", ".") else f"{prefix.rstrip('/')}/{rel}"
 
 
 def _lines(f: BinaryIO) -> Iterator[bytes]:
@@ -95,7 +118,9 @@ def _lines(f: BinaryIO) -> Iterator[bytes]:
 
 def main(argv: list[str]) -> int:
     args = json.loads(argv[1])
-    return search(args["pattern"], args["target"], args["glob"], args["ignore_case"])
+    return search(
+        args["pattern"], args["target"], args["glob"], args["ignore_case"], args["prefix"]
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from typing import Any
 import attrs
 import trio
 
+from .._paths import open_checked
 from .._tools import JSONSchema, ToolContext, ToolOutput
 from ._common import ProfileTool, error, get_int, get_str, resolve_shown, truncate_lines
 
@@ -64,7 +65,10 @@ class ListTool(ProfileTool):
             if await trio.Path(path).exists():
                 return error(f"list: {shown} is not a directory; use read to see a file")
             return error(f"list: {shown} does not exist")
-        lines, count, capped = await trio.to_thread.run_sync(_listing, path, depth)
+        confine = self.profile.confine_to_working_dir
+        lines, count, capped = await trio.to_thread.run_sync(
+            _listing, path, Path(ctx.working_dir), confine, depth, abandon_on_cancel=True
+        )
         header = f"{shown}/" if shown != "." else "./"
         body = "\n".join(lines) if lines else "  (empty)"
         text = f"{header}\n{body}"
@@ -74,14 +78,22 @@ class ListTool(ProfileTool):
         return ToolOutput(content=text, metadata={"entries": count})
 
 
-def _listing(root: Path, depth: int) -> tuple[list[str], int, bool]:
+def _listing(
+    root: Path, working_dir: Path, confine: bool, depth: int
+) -> tuple[list[str], int, bool]:
+    """The tree under ``root``, read through directory descriptors.
+
+    Each subdirectory is opened relative to its parent with ``O_NOFOLLOW``,
+    so a directory swapped for a symlink while the listing runs is reported
+    as unreadable instead of listing somewhere else.
+    """
     lines: list[str] = []
     count = 0
 
-    def walk(directory: Path, level: int) -> bool:
+    def walk(dir_fd: int, level: int) -> bool:
         nonlocal count
         try:
-            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+            entries = sorted(os.scandir(dir_fd), key=lambda e: e.name)
         except OSError as exc:
             lines.append(f"{'  ' * level}[cannot read: {exc.strerror}]")
             return True
@@ -92,15 +104,23 @@ def _listing(root: Path, depth: int) -> tuple[list[str], int, bool]:
             indent = "  " * level
             if entry.is_symlink():
                 try:
-                    target = os.readlink(entry.path)
+                    target = os.readlink(entry.name, dir_fd=dir_fd)
                 except OSError:
                     target = "?"
                 lines.append(f"{indent}{entry.name} -> {target}")
             elif entry.is_dir(follow_symlinks=False):
                 lines.append(f"{indent}{entry.name}/")
-                descend = level < depth and entry.name not in _OPAQUE_DIRS
-                if descend and not walk(Path(entry.path), level + 1):
-                    return False
+                if level < depth and entry.name not in _OPAQUE_DIRS:
+                    try:
+                        sub = os.open(entry.name, _SUBDIR_FLAGS, dir_fd=dir_fd)
+                    except OSError as exc:
+                        lines.append(f"{indent}  [cannot read: {exc.strerror}]")
+                        continue
+                    try:
+                        if not walk(sub, level + 1):
+                            return False
+                    finally:
+                        os.close(sub)
             else:
                 try:
                     size = entry.stat(follow_symlinks=False).st_size
@@ -110,8 +130,15 @@ def _listing(root: Path, depth: int) -> tuple[list[str], int, bool]:
                 lines.append(f"{indent}{entry.name}  ({_human_size(size)})")
         return True
 
-    complete = walk(root, 1)
+    top = open_checked(root, working_dir, os.O_RDONLY | os.O_DIRECTORY, confine=confine)
+    try:
+        complete = walk(top, 1)
+    finally:
+        os.close(top)
     return lines, count, not complete
+
+
+_SUBDIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _human_size(size: int) -> str:

@@ -27,6 +27,7 @@ from pathlib import Path
 import attrs
 import trio
 
+from .._secrets import environment_without_secrets
 from ._common import truncate_middle, truncated_join
 
 __all__ = ["HeadCapture", "MiddleCapture", "ProcessResult", "run_process_group"]
@@ -153,10 +154,13 @@ async def run_process_group(
     stderr: Capture | None = None,
     env: Mapping[str, str] | None = None,
     grace: float = DEFAULT_GRACE,
+    pass_fds: Sequence[int] = (),
 ) -> ProcessResult:
     """Run ``argv`` in its own process group; output goes to the captures.
 
     With ``stderr=None`` the two streams are merged, in the order written.
+    Without ``env`` the child gets this process's environment minus anything
+    that looks secret (API keys, tokens, passwords).
     Whatever happens (exit, timeout, cancellation), no process of the group
     is left running when this returns or raises.
     """
@@ -167,8 +171,9 @@ async def run_process_group(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT if stderr is None else subprocess.PIPE,
         cwd=str(cwd),
-        env=dict(env) if env is not None else None,
+        env=dict(env) if env is not None else environment_without_secrets(),
         start_new_session=True,
+        pass_fds=tuple(pass_fds),
     )
     pgid = process.pid  # a new session's leader leads its process group too
     streams_done = trio.Event()

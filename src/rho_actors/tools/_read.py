@@ -17,6 +17,7 @@ import attrs
 import trio
 
 from .._errors import InvalidToolArguments
+from .._paths import open_checked
 from .._tools import JSONSchema, ToolContext, ToolOutput
 from ._common import ProfileTool, error, get_int, get_str, resolve_shown
 
@@ -98,8 +99,7 @@ class ReadTool(ProfileTool):
         # need not wait for a big file to be scanned.
         return await trio.to_thread.run_sync(
             _read_window,
-            path,
-            shown,
+            _Target(path, shown, Path(ctx.working_dir), self.profile.confine_to_working_dir),
             first,
             last,
             self.profile.max_output_chars,
@@ -128,15 +128,27 @@ def _bounded_lines(f: BinaryIO) -> Iterator[tuple[bytes, int]]:
         yield chunk, length - last.endswith(b"\n")
 
 
-def _read_window(path: Path, shown: str, first: int, last: int, max_chars: int) -> ToolOutput:
+@attrs.frozen(slots=True)
+class _Target:
+    path: Path
+    shown: str
+    working_dir: Path
+    confine: bool
+
+
+def _read_window(target: _Target, first: int, last: int, max_chars: int) -> ToolOutput:
+    path, shown = target.path, target.shown
     if path.is_dir():
         return error(f"read: {shown} is a directory; use the list tool to see its contents")
     if not path.exists():
         return error(f"read: {shown} does not exist")
     try:
         # Non-blocking: opening a FIFO for reading would otherwise wait for a
-        # writer forever. Only regular files are read.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        # writer forever. Only regular files are read. Confined, the open
+        # follows no symlink, so a swap after the check cannot redirect it.
+        fd = open_checked(
+            path, target.working_dir, os.O_RDONLY | os.O_NONBLOCK, confine=target.confine
+        )
     except OSError as exc:
         return error(f"read: cannot open {shown}: {exc.strerror}")
     if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -146,7 +158,7 @@ def _read_window(path: Path, shown: str, first: int, last: int, max_chars: int) 
     with os.fdopen(fd, "rb") as f:
         sniff = f.read(_BINARY_SNIFF)
         if b"\x00" in sniff:
-            size = path.stat().st_size
+            size = os.fstat(f.fileno()).st_size
             return error(f"read: {shown} is a binary file ({size} bytes); not shown", binary=True)
         f.seek(0)
         lines: list[str] = []
