@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
 import os
 import signal
 import subprocess
@@ -34,6 +35,8 @@ __all__ = ["HeadCapture", "MiddleCapture", "ProcessResult", "run_process_group"]
 
 # How long leftover processes get between SIGTERM and SIGKILL.
 DEFAULT_GRACE = 2.0
+# SIGTERM to SIGKILL when the call was cancelled rather than timed out.
+_CANCEL_GRACE = 0.05
 # After the command exits, how long to wait for output still in flight.
 _DRAIN_TIMEOUT = 1.0
 _POLL_INTERVAL = 0.02
@@ -200,6 +203,10 @@ async def run_process_group(
                 nursery.cancel_scope.cancel(reason="process group finished")
         timed_out = deadline.cancelled_caught
     finally:
+        # Cancelled: nobody will read the output, and the caller must get
+        # control back at once, so the group has a moment, not the full grace.
+        if trio.current_effective_deadline() == -math.inf:
+            grace = min(grace, _CANCEL_GRACE)
         with trio.CancelScope(shield=True):
             await _stop_group(process, pgid, grace)
             for stream in (process.stdout, process.stderr):
