@@ -2,16 +2,20 @@
 
 Agents are tested through their real HTTP client against a loopback server
 whose answers (text, tool calls, usage, faults, timing) a test scripts in
-advance. See ``docs/testing.md``.
+advance, and whose :class:`Dialect` can mimic a server other than OpenAI's
+(llama.cpp's, a LiteLLM proxy). See ``docs/testing.md``.
 """
 
 from ._faults import DiskFaults as DiskFaults
 from ._faults import crash_next_run as crash_next_run
+from ._script import Dialect as Dialect
+from ._script import ErrorPlacement as ErrorPlacement
 from ._script import Fault as Fault
 from ._script import FaultKind as FaultKind
 from ._script import RecordedRequest as RecordedRequest
 from ._script import Reply as Reply
 from ._script import Responder as Responder
+from ._script import RetryAfterHeader as RetryAfterHeader
 from ._script import ScriptItem as ScriptItem
 from ._script import ToolCallSpec as ToolCallSpec
 from ._script import Usage as Usage
@@ -24,12 +28,15 @@ from ._server import serve_scripted as serve_scripted
 
 __all__ = [
     "DEFAULT_BACKLOG",
+    "Dialect",
     "DiskFaults",
+    "ErrorPlacement",
     "Fault",
     "FaultKind",
     "RecordedRequest",
     "Reply",
     "Responder",
+    "RetryAfterHeader",
     "ScriptItem",
     "ScriptedServer",
     "ToolCallSpec",

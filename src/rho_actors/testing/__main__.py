@@ -6,6 +6,8 @@ learn the ephemeral port, and stops the server with SIGINT/SIGTERM or by
 closing the pipe on our stdin (which also cleans up if the parent dies).
 
     python -m rho_actors.testing serve --port 0 --first-byte-ms 200 --chunk-ms 5
+
+``--dialect llama.cpp`` answers as llama.cpp's server does (see ``Dialect``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from functools import partial
 
 import trio
 
-from ._script import benchmark_responder
+from ._script import Dialect, benchmark_responder
 from ._server import DEFAULT_BACKLOG, ScriptedServer
 
 
@@ -55,7 +57,16 @@ def _parser() -> argparse.ArgumentParser:
         default="The tool ran and returned its output.",
         help="text of the final (non tool call) reply",
     )
+    serve.add_argument(
+        "--dialect",
+        choices=sorted(_DIALECTS),
+        default="openai",
+        help="whose wire format quirks to reproduce (default: openai)",
+    )
     return parser
+
+
+_DIALECTS = {"openai": Dialect(), "llama.cpp": Dialect.llama_cpp()}
 
 
 def _stdin_is_a_pipe() -> bool:
@@ -115,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             first_byte_delay=args.first_byte_ms / 1000,
             chunk_delay=args.chunk_ms / 1000,
             chunk_size=args.chunk_size,
+            dialect=_DIALECTS[args.dialect],
         )
     except ValueError as exc:
         parser.error(str(exc))

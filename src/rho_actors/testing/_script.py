@@ -1,9 +1,13 @@
-"""What the scripted server answers: replies, faults and responders.
+"""What the scripted server answers: replies, faults, responders and dialects.
 
 A script is a FIFO of :class:`Reply` (or bare :class:`Fault`) values. They are
 plain frozen data so one script can be shared between tests and reused across
 requests; everything that depends on the request (ids, the echoed model name,
 estimated usage) is filled in by the server when it answers.
+
+A :class:`Dialect` says how the server deviates from OpenAI's wire format, so
+a test can reproduce what a real OpenAI-compatible server (llama.cpp's
+server, a LiteLLM proxy) does differently without scripting every reply.
 """
 
 from __future__ import annotations
@@ -11,23 +15,57 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import attrs
 import trio
 
 __all__ = [
+    "Dialect",
+    "ErrorPlacement",
     "Fault",
     "FaultKind",
     "RecordedRequest",
     "Reply",
     "Responder",
+    "RetryAfterHeader",
     "ScriptItem",
     "ToolCallSpec",
     "Usage",
     "benchmark_responder",
     "ok_responder",
 ]
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Dialect:
+    """How the server departs from OpenAI's wire format; the defaults are OpenAI's.
+
+    Clients are written against OpenAI and then pointed at local servers and
+    proxies that differ in small ways which break them in the field. Each
+    flag reproduces one such difference. The server reads its ``dialect``
+    attribute per request, so a test may swap it between requests.
+    """
+
+    repeat_tool_name: bool = False
+    """Every streamed delta of a tool call repeats its id, type and full name
+    (llama.cpp does), where OpenAI sends them in the first delta only: a
+    client that concatenates names gets ``"readread"``."""
+
+    usage_chunk: bool = True
+    """When false, no usage is ever reported: a stream has no usage chunk even
+    if ``stream_options.include_usage`` asked for one, and a completion has no
+    ``"usage"`` key."""
+
+    reject_null_content: bool = False
+    """When true, an assistant message with ``"content": null`` in the request
+    is answered with a llama.cpp-style HTTP 500, as servers whose chat template
+    needs a string do. Such a request consumes no scripted reply."""
+
+    @classmethod
+    def llama_cpp(cls) -> Dialect:
+        """llama.cpp's server: names repeated, no usage, and no null assistant content."""
+        return cls(repeat_tool_name=True, usage_chunk=False, reject_null_content=True)
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -91,6 +129,32 @@ class FaultKind(enum.Enum):
     STALL = "stall"
 
 
+RetryAfterHeader = Literal["openai", "seconds", "http-date", "ms", "litellm", "none"]
+"""How a rate limit says when to retry.
+
+``openai``: ``retry-after`` (seconds) and ``retry-after-ms``; ``seconds``:
+``retry-after`` only; ``http-date``: ``retry-after`` as an HTTP date;
+``ms``: ``retry-after-ms`` only; ``litellm``: ``llm_provider-retry-after``
+(seconds) only, as LiteLLM forwards a provider's header; ``none``: no hint.
+"""
+
+ErrorPlacement = Literal["status", "stream-error", "empty-stream"]
+"""Where a context-length error reaches the client.
+
+``status``: an HTTP 400 (OpenAI). ``stream-error``: an HTTP 200 whose stream
+(or JSON body) carries an ``{"error": ...}`` object (LiteLLM).
+``empty-stream``: no error at all, an empty answer with
+``finish_reason="length"`` (servers whose prompt filled the whole context).
+"""
+
+
+def _one_of(argument: str, value: str, allowed: Any) -> None:
+    choices = get_args(allowed)
+    if value not in choices:
+        listed = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{argument} must be one of {listed}; got {value!r}")
+
+
 _STATUS_ERRORS = {
     500: "The server had an error while processing your request. Sorry about that!",
     502: "Bad gateway.",
@@ -109,6 +173,10 @@ class Fault:
     sees a stream that started well and then broke. For a non-streaming
     request they act at the same point without the partial chunks: the
     connection is reset, the body is not JSON, or nothing is ever sent.
+
+    A context-length fault whose ``where`` is not ``"status"`` is no HTTP
+    error: it answers 200 and reports the problem in the body (see
+    :data:`ErrorPlacement`); ``after_chunks`` applies to ``"stream-error"``.
     """
 
     kind: FaultKind
@@ -116,16 +184,31 @@ class Fault:
     message: str = ""
     code: str | None = None
     retry_after: float | None = None
+    retry_after_header: RetryAfterHeader = "openai"
+    where: ErrorPlacement = "status"
     after_chunks: int = 0
 
     @classmethod
-    def rate_limited(cls, retry_after: float = 1.0, *, message: str | None = None) -> Fault:
+    def rate_limited(
+        cls,
+        retry_after: float = 1.0,
+        *,
+        message: str | None = None,
+        header: RetryAfterHeader = "openai",
+    ) -> Fault:
+        """A 429; ``header`` picks how the delay is advertised (:data:`RetryAfterHeader`).
+
+        An ``http-date`` is computed when the response is sent, from the wall
+        clock (``time.time()``, not trio's), rounded up to whole seconds.
+        """
+        _one_of("header", header, RetryAfterHeader)
         return cls(
             kind=FaultKind.RATE_LIMITED,
             status=429,
             message=message or "Rate limit reached for requests. Please try again later.",
             code="rate_limit_exceeded",
             retry_after=retry_after,
+            retry_after_header=header,
         )
 
     @classmethod
@@ -139,7 +222,11 @@ class Fault:
         )
 
     @classmethod
-    def context_length_exceeded(cls, *, max_tokens: int = 128000) -> Fault:
+    def context_length_exceeded(
+        cls, *, max_tokens: int = 128000, where: ErrorPlacement = "status"
+    ) -> Fault:
+        """The prompt does not fit; ``where`` picks how that shows (:data:`ErrorPlacement`)."""
+        _one_of("where", where, ErrorPlacement)
         return cls(
             kind=FaultKind.CONTEXT_LENGTH_EXCEEDED,
             status=400,
@@ -149,6 +236,7 @@ class Fault:
                 "Please reduce the length of the messages."
             ),
             code="context_length_exceeded",
+            where=where,
         )
 
     @classmethod
@@ -165,7 +253,8 @@ class Fault:
 
     @property
     def is_http_error(self) -> bool:
-        return self.kind in (
+        """Whether the fault replaces the whole response with an HTTP error status."""
+        return self.where == "status" and self.kind in (
             FaultKind.RATE_LIMITED,
             FaultKind.SERVER_ERROR,
             FaultKind.CONTEXT_LENGTH_EXCEEDED,

@@ -11,14 +11,20 @@ few small objects.
 Each chat request pops the next scripted reply; when the script is empty the
 ``default`` responder answers, and without one the request fails with a 500
 "script exhausted" so a test that under-scripts fails loudly.
+
+The server's ``dialect`` (a :class:`Dialect`) makes it answer like a server
+other than OpenAI's. The default dialect costs the streaming path nothing
+beyond reading two flags per reply.
 """
 
 from __future__ import annotations
 
 import collections
+import email.utils
 import http
 import itertools
 import json
+import math
 import os
 import socket
 import struct
@@ -27,17 +33,20 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, assert_never
 
+import attrs
 import h11
 import trio
 
 from ._script import (
+    Dialect,
     Fault,
     FaultKind,
     RecordedRequest,
     Reply,
     Responder,
+    RetryAfterHeader,
     ScriptItem,
     Usage,
     ok_responder,
@@ -59,6 +68,7 @@ _CHAT_PATHS: Final = frozenset({"/v1/chat/completions", "/chat/completions"})
 _MODELS_PATHS: Final = frozenset({"/v1/models", "/models"})
 _MODEL_NAME: Final = "scripted-model"
 _FINGERPRINT: Final = "fp_scripted"
+_OPENAI: Final = Dialect()
 
 _SSE_HEADERS: Final = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -91,10 +101,10 @@ class _DropConnection(Exception):
 class ScriptedServer:
     """A scripted OpenAI-compatible model endpoint and what it has seen.
 
-    The timing knobs and ``default`` are plain attributes, so a test can
-    change them between requests. Counters and :attr:`requests` are only
-    mutated from the server's own tasks, in the same trio run as the test,
-    so reading them needs no locking.
+    The timing knobs, ``default`` and ``dialect`` are plain attributes, so a
+    test can change them between requests. Counters and :attr:`requests` are
+    only mutated from the server's own tasks, in the same trio run as the
+    test, so reading them needs no locking.
     """
 
     def __init__(
@@ -106,6 +116,7 @@ class ScriptedServer:
         chunk_delay: float = 0.0,
         chunk_size: int = 8,
         models: Iterable[str] = (_MODEL_NAME,),
+        dialect: Dialect = _OPENAI,
     ) -> None:
         if first_byte_delay < 0 or chunk_delay < 0:
             raise ValueError("delays must be >= 0")
@@ -116,6 +127,7 @@ class ScriptedServer:
         self.chunk_delay = chunk_delay
         self.chunk_size = chunk_size
         self.models = tuple(models)
+        self.dialect = dialect
         self.requests: list[RecordedRequest] = []
         self.open_streams = 0
         self.completed_streams = 0
@@ -377,6 +389,13 @@ class ScriptedServer:
     async def _chat(
         self, conn: h11.Connection, stream: trio.SocketStream, request: RecordedRequest
     ) -> None:
+        if self.dialect.reject_null_content:
+            problem = _null_assistant_content(request)
+            if problem is not None:
+                # Refused before the model would run, so no reply is used up.
+                body = _dumps({"error": {"code": 500, "message": problem, "type": "server_error"}})
+                await self._finish(stream, request, _json_response(conn, 500, body.encode()))
+                return
         reply = self._next_reply(request)
         if isinstance(reply, str):
             await self._send_error(
@@ -490,6 +509,11 @@ class ScriptedServer:
             if first_byte_delay > 0:
                 await trio.sleep(first_byte_delay)
             fault = reply.fault
+            if fault is not None and fault.where == "empty-stream":
+                # The prompt filled the context: no room left for a single token.
+                reply = attrs.evolve(
+                    reply, content="", calls=(), fault=None, finish_reason="length"
+                )
             if fault is not None and fault.is_http_error:
                 await self._send_fault_response(conn, stream, request, fault)
             elif streaming:
@@ -507,19 +531,9 @@ class ScriptedServer:
         fault: Fault,
     ) -> None:
         extra: list[tuple[bytes, bytes]] = []
-        if fault.kind is FaultKind.RATE_LIMITED:
-            type_ = "requests"
-            if fault.retry_after is not None:
-                seconds = fault.retry_after
-                whole = int(seconds) if seconds == int(seconds) else seconds
-                extra += [
-                    (b"retry-after", str(whole).encode()),
-                    (b"retry-after-ms", str(round(seconds * 1000)).encode()),
-                ]
-        elif fault.kind is FaultKind.CONTEXT_LENGTH_EXCEEDED:
-            type_ = "invalid_request_error"
-        else:
-            type_ = "server_error"
+        if fault.kind is FaultKind.RATE_LIMITED and fault.retry_after is not None:
+            extra = _retry_after_headers(fault.retry_after, fault.retry_after_header)
+        type_ = _error_type(fault)
         await self._send_error(
             conn, stream, request, fault.status, fault.message, type_, fault.code, extra
         )
@@ -547,8 +561,15 @@ class ScriptedServer:
             if fault.kind is FaultKind.MALFORMED_CHUNK:
                 await self._finish(stream, request, _json_response(conn, 200, b"{not json"))
                 return
+            if fault.where == "stream-error":
+                # LiteLLM answers an upstream error it met late with a 200.
+                body = _error_body(fault.message, _error_type(fault), fault.code)
+                await self._finish(stream, request, _json_response(conn, 200, body))
+                return
         number = next(self._ids)
-        message: dict[str, Any] = {"role": "assistant", "content": reply.content or None}
+        # Null content only beside tool calls, as in the role chunk of a stream.
+        content = reply.content if reply.content or not reply.calls else None
+        message: dict[str, Any] = {"role": "assistant", "content": content}
         if reply.calls:
             message["tool_calls"] = [
                 {
@@ -559,7 +580,7 @@ class ScriptedServer:
                 for i, spec in enumerate(reply.calls)
             ]
         message["refusal"] = None
-        payload = {
+        payload: dict[str, Any] = {
             "id": f"chatcmpl-{number}",
             "object": "chat.completion",
             "created": int(time.time()),
@@ -573,8 +594,9 @@ class ScriptedServer:
                     "finish_reason": reply.effective_finish_reason,
                 }
             ],
-            "usage": _usage_for(request, reply).to_json(),
         }
+        if self.dialect.usage_chunk:
+            payload["usage"] = _usage_for(request, reply).to_json()
         headers = [*_JSON_HEADERS, (b"x-request-id", f"req_{number}".encode())]
         await self._finish(
             stream, request, _json_response(conn, 200, _dumps(payload).encode(), headers)
@@ -590,7 +612,10 @@ class ScriptedServer:
         number = next(self._ids)
         chunk_delay = _pick(reply.chunk_delay, self.chunk_delay)
         chunk_size = _pick(reply.chunk_size, self.chunk_size)
-        events, prefix = _stream_events(request, reply, number, chunk_size)
+        dialect = self.dialect  # read once: a swap mid-stream must not split it
+        events, prefix = _stream_events(
+            request, reply, number, chunk_size, dialect.repeat_tool_name
+        )
         fault = reply.fault
         due = len(events) if fault is None else min(fault.after_chunks, len(events))
 
@@ -626,6 +651,12 @@ class ScriptedServer:
                 return
             if fault.kind is FaultKind.STALL:
                 await trio.sleep_forever()
+            if fault.where == "stream-error":
+                # An error event ends the body; there is no [DONE] after it.
+                error = _error_body(fault.message, _error_type(fault), fault.code)
+                end = frame(b"data: " + error + b"\n\n") + conn.send(h11.EndOfMessage())
+                await self._finish(stream, request, end, streaming=True)
+                return
             # MALFORMED_CHUNK: a bad line, then the rest of the reply, so a
             # lenient client that skips bad lines still gets a whole stream.
             await _write(stream, frame(_MALFORMED))
@@ -633,7 +664,11 @@ class ScriptedServer:
         stream_options = (
             request.json.get("stream_options") if isinstance(request.json, dict) else None
         )
-        if isinstance(stream_options, dict) and stream_options.get("include_usage") is True:
+        if (
+            isinstance(stream_options, dict)
+            and stream_options.get("include_usage") is True
+            and dialect.usage_chunk
+        ):
             usage = _dumps(_usage_for(request, reply).to_json()).encode()
             tail.append(prefix + b'[],"usage":' + usage + b"}\n\n")
         tail.append(_DONE)
@@ -698,7 +733,11 @@ def _split(text: str, size: int) -> list[str]:
 
 
 def _stream_events(
-    request: RecordedRequest, reply: Reply, number: int, chunk_size: int
+    request: RecordedRequest,
+    reply: Reply,
+    number: int,
+    chunk_size: int,
+    repeat_tool_name: bool = False,
 ) -> tuple[list[bytes], bytes]:
     """Encode every SSE event of a reply up front.
 
@@ -706,6 +745,8 @@ def _stream_events(
     ``finish_reason``) and the shared prefix up to ``"choices":`` for the
     usage chunk. The envelope is encoded once per reply and each event only
     JSON-encodes its own delta, which keeps per-chunk cost low under load.
+    With ``repeat_tool_name`` every delta of a call carries its id, type and
+    name, as llama.cpp sends them.
     """
     model = _dumps(request.model or _MODEL_NAME)
     prefix = (
@@ -722,10 +763,17 @@ def _stream_events(
         function = {"name": spec.name, "arguments": ""}
         call = {"index": index, "id": spec.id or f"call_{number}_{index}", "type": "function"}
         deltas.append({"tool_calls": [{**call, "function": function}]})
-        deltas += (
-            {"tool_calls": [{"index": index, "function": {"arguments": piece}}]}
-            for piece in _split(spec.arguments_json, chunk_size)
-        )
+        pieces = _split(spec.arguments_json, chunk_size)
+        if repeat_tool_name:
+            deltas += (
+                {"tool_calls": [{**call, "function": {"name": spec.name, "arguments": piece}}]}
+                for piece in pieces
+            )
+        else:
+            deltas += (
+                {"tool_calls": [{"index": index, "function": {"arguments": piece}}]}
+                for piece in pieces
+            )
     events = [open_delta + _dumps(delta).encode() + _CHUNK_TAIL for delta in deltas]
     finish = _dumps(reply.effective_finish_reason).encode()
     events.append(open_delta + b'{},"logprobs":null,"finish_reason":' + finish + b"}]}\n\n")
@@ -740,6 +788,53 @@ def _usage_for(request: RecordedRequest, reply: Reply) -> Usage:
         prompt_tokens=max(1, len(request.body) // 4),
         completion_tokens=max(1, produced // 4) if produced else 0,
     )
+
+
+def _null_assistant_content(request: RecordedRequest) -> str | None:
+    """llama.cpp's complaint about an assistant message with ``"content": null``, if any."""
+    for index, message in enumerate(request.messages):
+        # A missing key is not the quirk: only an explicit null is refused.
+        if (
+            message.get("role") == "assistant"
+            and "content" in message
+            and message["content"] is None
+        ):
+            return (
+                f"Failed to parse messages: Invalid 'content' type in messages[{index}]: "
+                "content must be a string or array, got null"
+            )
+    return None
+
+
+def _retry_after_headers(seconds: float, style: RetryAfterHeader) -> list[tuple[bytes, bytes]]:
+    whole = int(seconds) if seconds == int(seconds) else seconds
+    match style:
+        case "openai":
+            return [
+                (b"retry-after", str(whole).encode()),
+                (b"retry-after-ms", str(round(seconds * 1000)).encode()),
+            ]
+        case "seconds":
+            return [(b"retry-after", str(whole).encode())]
+        case "http-date":
+            when = email.utils.formatdate(math.ceil(time.time() + seconds), usegmt=True)
+            return [(b"retry-after", when.encode())]
+        case "ms":
+            return [(b"retry-after-ms", str(round(seconds * 1000)).encode())]
+        case "litellm":
+            return [(b"llm_provider-retry-after", str(whole).encode())]
+        case "none":
+            return []
+        case _:
+            assert_never(style)
+
+
+def _error_type(fault: Fault) -> str:
+    if fault.kind is FaultKind.RATE_LIMITED:
+        return "requests"
+    if fault.kind is FaultKind.CONTEXT_LENGTH_EXCEEDED:
+        return "invalid_request_error"
+    return "server_error"
 
 
 def _error_body(message: str, type_: str, code: str | None) -> bytes:
@@ -770,6 +865,7 @@ async def serve_scripted(
     first_byte_delay: float = 0.0,
     chunk_delay: float = 0.0,
     chunk_size: int = 8,
+    dialect: Dialect = _OPENAI,
     host: str = "127.0.0.1",
     port: int = 0,
     backlog: int = DEFAULT_BACKLOG,
@@ -782,6 +878,7 @@ async def serve_scripted(
         first_byte_delay=first_byte_delay,
         chunk_delay=chunk_delay,
         chunk_size=chunk_size,
+        dialect=dialect,
     )
     await server.serve(host=host, port=port, backlog=backlog, task_status=task_status)
 
@@ -794,6 +891,7 @@ async def open_scripted_server(
     first_byte_delay: float = 0.0,
     chunk_delay: float = 0.0,
     chunk_size: int = 8,
+    dialect: Dialect = _OPENAI,
     host: str = "127.0.0.1",
     port: int = 0,
     backlog: int = DEFAULT_BACKLOG,
@@ -808,6 +906,7 @@ async def open_scripted_server(
                 first_byte_delay=first_byte_delay,
                 chunk_delay=chunk_delay,
                 chunk_size=chunk_size,
+                dialect=dialect,
                 host=host,
                 port=port,
                 backlog=backlog,
