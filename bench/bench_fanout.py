@@ -137,7 +137,7 @@ async def rho_runs(base_url: str, n: int) -> int:
         async def one_run(i: int) -> None:
             nonlocal calls
             result = await sessions[i].run(prompt=f"task {i}")
-            calls += result.usage.get("api_calls", 0)
+            calls += int(result.usage.get("api_calls", 0))
             if result.status != "completed":
                 bad.append(f"{result.status}: {result.error}")
 

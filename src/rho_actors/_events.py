@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 import attrs
 
+from ._records import Number
+
 EventType = Literal[
     "text",
     "tool_start",
@@ -48,7 +50,9 @@ class AgentEvent:
     tool_args: dict[str, Any] | None = None
     tool_result: str | None = None
     tool_metadata: dict[str, Any] | None = None
-    usage: dict[str, int] | None = None
+    usage: dict[str, Number] | None = None
+    finish_reason: str | None = None
+    """On ``turn_complete``: why the model stopped (``"length"``: cut off)."""
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -66,17 +70,22 @@ class RunResult:
 
     ``status`` is ``completed``, ``error``, ``cancelled`` or ``paused``; a
     paused run lists the calls waiting for a decision in ``pending_approvals``
-    and ``error``/``cancel_reason`` say why a run did not complete.
+    and ``error``/``cancel_reason`` say why a run did not complete. In
+    ``usage``, ``calls_without_usage`` counts model calls whose server
+    reported no usage (the token counts miss them) and ``estimated_tokens``
+    is a character-based estimate of what those calls used.
     """
 
     text: str
     events: list[AgentEvent]
     status: RunStatus
-    usage: dict[str, int]
+    usage: dict[str, Number]
     error: str | None = None
     cancel_reason: str | None = None
     pending_approvals: list[PendingApproval] = attrs.field(factory=list)
     turns: int = 0
+    truncated: bool = False
+    """The final answer was cut off at the token limit (``finish_reason: length``)."""
 
 
 @attrs.frozen(slots=True)

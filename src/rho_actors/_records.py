@@ -21,6 +21,9 @@ import cattrs
 
 from ._errors import StoreError
 
+# A usage counter: tokens and calls are ints, money (``cost_usd``) is a float.
+Number = int | float
+
 
 @attrs.frozen(kw_only=True, slots=True)
 class SessionStarted:
@@ -48,7 +51,7 @@ class MessageAppended:
 @attrs.frozen(kw_only=True, slots=True)
 class UsageAdded:
     type = "usage"
-    delta: dict[str, int]
+    delta: dict[str, Number]
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -62,7 +65,7 @@ class RunFinished:
     type = "run_end"
     run: int
     status: str
-    usage: dict[str, int]
+    usage: dict[str, Number]
     error: str | None = None
     cancel_reason: str | None = None
 
@@ -100,7 +103,7 @@ class Snapshot:
     type = "snapshot"
     session_id: str
     messages: list[dict[str, Any]]
-    usage: dict[str, int]
+    usage: dict[str, Number]
     status: str
     run_count: int
     compactions: int = 0
@@ -137,6 +140,17 @@ RECORD_TYPES: dict[str, type[Any]] = {
 }
 
 converter = cattrs.Converter(forbid_extra_keys=False)
+
+
+def _structure_number(value: Any, _type: Any) -> Number:
+    # Token counts stay ints and prices (cost_usd) stay floats: a plain
+    # int or float hook would turn one into the other.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expected a number, got {value!r}")
+    return value
+
+
+converter.register_structure_hook(Number, _structure_number)
 
 
 @attrs.frozen(kw_only=True, slots=True)

@@ -48,16 +48,27 @@ _USAGE_ALIASES = {
 _CHARS_PER_TOKEN = 4
 
 
-def empty_usage() -> dict[str, int]:
+def empty_usage() -> dict[str, r.Number]:
     return dict.fromkeys(USAGE_KEYS, 0)
 
 
-def add_usage(into: dict[str, int], delta: Mapping[str, int]) -> None:
+def add_usage(into: dict[str, r.Number], delta: Mapping[str, r.Number]) -> None:
     for key, value in delta.items():
         into[key] = into.get(key, 0) + value
 
 
+def _number(value: r.Number) -> r.Number:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"usage values must be numbers, got {value!r}")
+    return value if isinstance(value, float) and not value.is_integer() else int(value)
+
+
 def _encode_message(message: Mapping[str, Any]) -> bytes:
+    if message.get("role") == "assistant" and message.get("content") is None:
+        # `"content": null` beside tool calls is valid OpenAI but llama.cpp's
+        # server answers it with HTTP 500; an empty string is accepted by
+        # every server (stored histories from before are fixed on the way out).
+        message = {**message, "content": ""}
     return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
 
 
@@ -82,7 +93,7 @@ class State:
     def __init__(self, session_id: str | None = None) -> None:
         self.session_id: str = session_id or uuid.uuid4().hex
         self.messages: list[dict[str, Any]] = []
-        self.usage: dict[str, int] = empty_usage()
+        self.usage: dict[str, r.Number] = empty_usage()
         self.status: str = "idle"
         self.run_count: int = 0
         self.compactions: int = 0
@@ -182,13 +193,15 @@ class State:
 
     # --- usage, status, runs ---------------------------------------------
 
-    def update_usage(self, **delta: int) -> None:
+    def update_usage(self, **delta: r.Number) -> None:
         """Add token counts: ``update_usage(input=100, output=50)``.
 
         Accepts the short names (``input``, ``output``, ``cached``,
-        ``reasoning``) and the full keys of :attr:`usage`.
+        ``reasoning``) and the full keys of :attr:`usage`. Counts stay
+        integers; a fractional value (``cost_usd=0.01``) is kept as a float,
+        never truncated.
         """
-        normalised = {_USAGE_ALIASES.get(k, k): int(v) for k, v in delta.items() if v}
+        normalised = {_USAGE_ALIASES.get(k, k): _number(v) for k, v in delta.items() if v}
         if not normalised:
             return
         if "total_tokens" not in normalised and (
@@ -219,7 +232,7 @@ class State:
         self,
         *,
         status: str,
-        usage: Mapping[str, int],
+        usage: Mapping[str, r.Number],
         error: str | None = None,
         cancel_reason: str | None = None,
     ) -> None:

@@ -127,7 +127,7 @@ class Journal:
         meta.status = state.status
         meta.updated_at = time.time()
         meta.run_count = state.run_count
-        meta.total_tokens = state.usage.get("total_tokens", 0)
+        meta.total_tokens = int(state.usage.get("total_tokens", 0))
         meta.model = session.agent.config.model
         meta.profile = session.profile_name
         meta.pid = os.getpid()

@@ -469,7 +469,7 @@ class DirectoryBackend:
                 meta.first_prompt = record.prompt[:500]
         meta.status = state.status
         meta.run_count = state.run_count
-        meta.total_tokens = state.usage.get("total_tokens", 0)
+        meta.total_tokens = int(state.usage.get("total_tokens", 0))
         if envelopes:
             meta.updated_at = envelopes[-1].ts
         if state.status != "running":

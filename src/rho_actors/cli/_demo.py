@@ -195,7 +195,7 @@ async def _fan_out_scene(
             statuses.append(done.status)
             if done.result is not None:
                 tool_calls += sum(1 for e in done.result.events if e.type == "tool_start")
-                tokens += done.result.usage.get("total_tokens", 0)
+                tokens += int(done.result.usage.get("total_tokens", 0))
     completed = statuses.count("completed")
     seconds = time.perf_counter() - started
     scene.status = "completed" if completed == scene.sessions else "error"
