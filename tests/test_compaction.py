@@ -52,12 +52,13 @@ async def _three_turns(server: ScriptedServer, session: Session) -> None:
 async def test_threshold_crossing_compacts_exactly_once(
     server: ScriptedServer, make_agent: Callable[..., Agent]
 ) -> None:
-    """Passing the threshold posts one Compact, handled before the next model call."""
+    """Passing the threshold posts one Compact, handled before the next model call
+    (here the first call of the third run, whose prompt crosses it)."""
     _summary_then(server)
     session = Session(make_agent(system_prompt="SYSTEM"))
     session.context_window = 2000
     events: list[str] = []
-    for i in range(4):
+    for i in range(3):
         await session.run(prompt=f"{i} {BIG}", on_event=lambda e: events.append(e.type))
     summaries = [r for r in server.requests if r.path.endswith("completions") and not r.stream]
     assert len(summaries) == 1
@@ -124,7 +125,7 @@ async def test_failed_summary_leaves_history_untouched(
     session = Session(make_agent())
     await _three_turns(server, session)
     before = list(session.state.messages)
-    for _ in range(5):
+    for _ in range(2):  # the same 500 twice: the client stops retrying
         server.add(Fault.server_error(500))
     errors: list[str] = []
     session.events()  # an open stream must not disturb anything
@@ -135,7 +136,7 @@ async def test_failed_summary_leaves_history_untouched(
     # An automatic compaction that fails reports an error event and the run goes on.
     session.context_window = 10
     session._compact_due = "auto"
-    for _ in range(5):
+    for _ in range(2):  # the same 500 twice: the client stops retrying
         server.add(Fault.server_error(500))
     server.add(Reply.text("still answering"))
     result = await session.run(

@@ -240,7 +240,7 @@ def test_body_splices_pre_encoded_messages() -> None:
 
     from rho_actors._llm import ModelSettings
 
-    settings = ModelSettings(model="m", base_url=None, api_key="k", temperature=0.5)
+    settings = ModelSettings(model="m", base_url=None, api_key="k", options={"temperature": 0.5})
     body = build_body(settings, [b'{"role":"user","content":"hi"}'], None, stream=True)
     assert json.loads(body) == {
         "model": "m",

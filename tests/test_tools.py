@@ -133,7 +133,7 @@ async def test_bash_output_keeps_head_and_tail(work: Path) -> None:
     total = len("".join(f"{i}\n" for i in range(1, 100001)))
     assert out.content.startswith("1\n2\n3\n")
     assert out.content.rstrip().endswith("99999\n100000")
-    assert f"\n... [truncated {total - 1000} characters] ...\n" in out.content
+    assert f"\n... [truncated {total - 1000} of {total} characters] ...\n" in out.content
     assert out.metadata["truncated_chars"] == total - 1000
     assert len(out.content) < 1100
 

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ._config import AgentConfig
+from ._config import REQUEST_FIELDS, AgentConfig, request_options
 from ._errors import ConfigError
 from ._llm import ModelClient, ModelClients, ModelSettings
 from ._profiles import PermissionProfile, load_profile
@@ -67,11 +67,20 @@ class Agent:
                 key="base_url",
                 expected="an http:// or https:// URL",
             )
+        body, headers = request_options(
+            {
+                **{name: getattr(config, name) for name in REQUEST_FIELDS},
+                "extra_body": config.extra_body,
+                "extra_headers": config.extra_headers,
+            },
+            source=config.source,
+        )
         return ModelSettings(
             model=config.model,
             base_url=config.base_url,
             api_key=self.api_key(),
-            temperature=config.temperature,
+            options=body,
+            extra_headers=headers,
             reasoning_effort=config.reasoning_effort,
             service_tier=config.service_tier,
             response_format=config.response_format,

@@ -84,7 +84,20 @@ class AgentConfig:
     # Beyond the seed fields:
     max_turns: int = DEFAULT_MAX_TURNS
     max_tool_executions: int | None = None
+    # Request fields sent with every model call when set (None: the server's
+    # default); per run, ``session.run(..., model_options={...})`` overrides.
     temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    # Merged into the request body last (any field a server takes), and sent
+    # as HTTP headers. Secret-looking keys are redacted wherever written.
+    extra_body: dict[str, Any] = attrs.field(factory=dict)
+    extra_headers: dict[str, str] = attrs.field(factory=dict)
     # Seconds a model request may wait for its response headers, and a
     # started stream may go without a byte (see rho_actors._llm).
     response_timeout: float = DEFAULT_RESPONSE_TIMEOUT
@@ -154,7 +167,7 @@ class AgentConfig:
                 value = getattr(value, "name", "daytona")
             if f.name == "base_url" and isinstance(value, str):
                 value = redact_url(value)
-            if f.name == "extras":
+            if f.name in ("extras", "extra_body", "extra_headers"):
                 value = redact(value)
             out[f.name] = value
         return out
@@ -240,6 +253,53 @@ def _split_front_matter(text: str, where: str) -> tuple[str, dict[str, str]]:
     return body, {str(k): str(v) for k, v in defaults.items()}
 
 
+# The request fields an agent (or a run's ``model_options``) may set, besides
+# extra_body and extra_headers.
+REQUEST_FIELDS = (
+    "temperature",
+    "top_p",
+    "seed",
+    "stop",
+    "max_tokens",
+    "max_completion_tokens",
+    "tool_choice",
+    "parallel_tool_calls",
+)
+
+
+def request_options(
+    values: Mapping[str, Any], *, source: str | None = None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The body fields and headers that ``values`` (config fields or a run's
+    ``model_options``) ask for, checked as a config file's would be."""
+    body: dict[str, Any] = {}
+    headers: dict[str, str] = {}
+    for key, value in values.items():
+        if key not in (*REQUEST_FIELDS, "extra_body", "extra_headers"):
+            raise ConfigError(
+                "not a model request option",
+                file=source,
+                key=str(key),
+                expected="one of " + ", ".join((*REQUEST_FIELDS, "extra_body", "extra_headers")),
+            )
+        checked = _check_field(key, value, source)
+        if key == "extra_headers":
+            headers.update(checked)
+        elif key != "extra_body" and checked is not None:
+            body[key] = checked
+    extra = values.get("extra_body") or {}
+    owned = sorted(set(extra) & {"messages", "stream", "stream_options"})
+    if owned:
+        raise ConfigError(
+            f"extra_body may not set {', '.join(owned)}",
+            file=source,
+            key="extra_body",
+            expected="request fields other than messages/stream, which rho_actors sends",
+        )
+    body.update(extra)
+    return body, headers
+
+
 _STR_OR_NONE = {
     "system_prompt",
     "working_dir",
@@ -293,10 +353,44 @@ def _check_field(key: str, value: Any, source: str | None) -> Any:
         if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
             raise bad("a positive number of seconds")
         return float(value)
-    if key == "temperature":
+    if key in ("temperature", "top_p"):
         if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
             raise bad("a number")
         return value
+    if key in ("seed",):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise bad("an integer")
+        return value
+    if key in ("max_tokens", "max_completion_tokens"):
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 1
+        ):
+            raise bad("a positive integer")
+        return value
+    if key == "stop":
+        if value is None or isinstance(value, str):
+            return value
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+        raise bad("a string or a list of strings")
+    if key == "tool_choice":
+        if value is None or value in ("auto", "none", "required") or isinstance(value, Mapping):
+            return dict(value) if isinstance(value, Mapping) else value
+        raise bad("'auto', 'none', 'required', or a mapping naming a function")
+    if key == "parallel_tool_calls":
+        if value is not None and not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if key == "extra_body":
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise bad("a mapping of request fields")
+        return dict(value)
+    if key == "extra_headers":
+        if not isinstance(value, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise bad("a mapping of header names to strings")
+        return dict(value)
     if key == "profile":
         if value is not None and not isinstance(value, str | Mapping):
             raise bad("a profile name, a path, or a mapping")

@@ -98,12 +98,17 @@ class ToolCall:
 
 @attrs.frozen(kw_only=True, slots=True)
 class ModelTurn:
-    """One model call's answer."""
+    """One model call's answer.
+
+    ``usage_known`` is False when the server sent no usage (some local
+    servers never do): ``usage`` is then empty, not a zero that looks real.
+    """
 
     text: str
     tool_calls: list[ToolCall]
     usage: dict[str, int]
     finish_reason: str | None
+    usage_known: bool = True
 
 
 def usage_from(raw: Any) -> dict[str, int]:
@@ -268,7 +273,10 @@ class ModelSettings:
     model: str
     base_url: str | None
     api_key: str = attrs.field(repr=False)
-    temperature: float | None = None
+    # Request fields (temperature, max_tokens, tool_choice, extra_body...),
+    # merged into the body after the standard ones, and extra HTTP headers.
+    options: Mapping[str, Any] = attrs.field(factory=dict)
+    extra_headers: Mapping[str, str] = attrs.field(factory=dict, repr=False)
     reasoning_effort: str | None = None
     service_tier: str | None = None
     response_format: Mapping[str, Any] | None = None
@@ -301,14 +309,14 @@ def build_body(
         head["stream_options"] = {"include_usage": True}
     if tools:
         head["tools"] = list(tools)
-    if settings.temperature is not None:
-        head["temperature"] = settings.temperature
     if settings.reasoning_effort is not None:
         head["reasoning_effort"] = settings.reasoning_effort
     if settings.service_tier is not None:
         head["service_tier"] = settings.service_tier
     if settings.response_format is not None:
         head["response_format"] = dict(settings.response_format)
+    if settings.options:
+        head.update(settings.options)
     if extra:
         head.update(extra)
     prefix = json.dumps(head, separators=(",", ":")).encode()
@@ -336,13 +344,19 @@ def retry_delay(exc: Exception, attempt: int) -> float:
 
 
 def _parse_retry_after(headers: Any) -> float | None:
+    """Seconds to wait, from the hints servers and proxies really send.
+
+    OpenAI sends ``retry-after-ms`` and ``retry-after`` (seconds); other
+    servers send ``Retry-After`` as an HTTP date; LiteLLM forwards the
+    provider's header as ``llm_provider-retry-after``.
+    """
     raw_ms = headers.get("retry-after-ms")
     if raw_ms:
         try:
             return max(0.0, float(raw_ms) / 1000)
         except ValueError:
             pass
-    raw = headers.get("retry-after")
+    raw = headers.get("retry-after") or headers.get("llm_provider-retry-after")
     if not raw:
         return None
     try:
@@ -354,6 +368,36 @@ def _parse_retry_after(headers: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+_EMPTY_LENGTH = (
+    "the model endpoint ended the reply at the length limit before it began: "
+    "the prompt fills the context window"
+)
+
+
+def _in_body_error(error: Any, where: str) -> ModelError:
+    """The error a server reports inside a 200 body (a stream event, or LiteLLM's
+    JSON): a context-length one is :class:`ContextLengthExceeded`, so the run
+    compacts and retries exactly as after a 400."""
+    message = error.get("message") if isinstance(error, dict) else error
+    code = error.get("code") if isinstance(error, dict) else None
+    if code == "context_length_exceeded" or _mentions_context_length(str(message)):
+        return ContextLengthExceeded(
+            f"the model endpoint reported {where}: {message}", status_code=200
+        )
+    return ModelError(f"the model endpoint reported an error {where}: {message}")
+
+
+def _mentions_context_length(text: str) -> bool:
+    text = text.lower()
+    return (
+        "context length" in text
+        or "context_length" in text
+        or "too many tokens" in text
+        or "context window" in text
+        or "exceeds the available context size" in text  # llama.cpp
+    )
 
 
 class NoResponse(Exception):
@@ -384,8 +428,7 @@ def _is_context_overflow(exc: Exception) -> bool:
     code = getattr(exc, "code", None)
     if code == "context_length_exceeded":
         return True
-    text = str(exc).lower()
-    return "context length" in text or "context_length" in text or "too many tokens" in text
+    return _mentions_context_length(str(exc))
 
 
 def _describe(exc: Exception, settings: ModelSettings | None = None) -> str:
@@ -475,9 +518,7 @@ class _TurnAssembler:
         if not isinstance(chunk, dict):
             raise ModelError(f"unexpected chunk in the model's stream: {payload[:120]!r}")
         if "error" in chunk:
-            error = chunk["error"]
-            message = error.get("message") if isinstance(error, dict) else error
-            raise ModelError(f"the model endpoint reported an error mid-stream: {message}")
+            raise _in_body_error(chunk["error"], "mid-stream")
         if chunk.get("usage"):
             self.usage = usage_from(chunk["usage"])
         text_out: str | None = None
@@ -495,8 +536,13 @@ class _TurnAssembler:
                 if fragment.get("id"):
                     slot["id"] = fragment["id"]
                 function = fragment.get("function") or {}
-                if function.get("name"):
-                    slot["name"] += function["name"]
+                name = function.get("name")
+                if name:
+                    # OpenAI sends the name once; llama.cpp repeats the whole
+                    # name in every fragment. A fragment that starts with what
+                    # we have is the whole name again, not a continuation.
+                    current = slot["name"]
+                    slot["name"] = name if name.startswith(current) else current + name
                 if function.get("arguments"):
                     slot["args"].append(function["arguments"])
         return text_out
@@ -509,6 +555,10 @@ class _TurnAssembler:
     def finish(self) -> ModelTurn:
         if not self.done and self.finish_reason is None:
             raise ModelError("the model's stream ended before the reply was complete")
+        if self.finish_reason == "length" and self.empty and not self.usage.get("output_tokens"):
+            # Cut off before a single token: the prompt alone fills the context
+            # window (some servers say so this way instead of with a 400).
+            raise ContextLengthExceeded(_EMPTY_LENGTH, status_code=200)
         tool_calls = [
             ToolCall(
                 id=slot["id"] or f"call_{index}_{random.getrandbits(32):08x}",
@@ -522,6 +572,7 @@ class _TurnAssembler:
             tool_calls=tool_calls,
             usage=self.usage,
             finish_reason=self.finish_reason,
+            usage_known=bool(self.usage),
         )
 
 
@@ -560,6 +611,8 @@ class ModelClient:
         self._provider = clients.provider(settings.base_url, settings.api_key)
         # Per-request options, built once: the settings never change.
         self._options: Any = {"timeout": settings.http_timeout()}
+        if settings.extra_headers:
+            self._options["headers"] = dict(settings.extra_headers)
 
     async def aclose(self) -> None:
         """Close the pools, if this client owns them (see ``Agent.create_client``)."""
@@ -583,6 +636,7 @@ class ModelClient:
         stream: bool,
         on_retry: Callable[[Exception, float], None] | None = None,
         attempt: int = 0,
+        seen: set[str] | None = None,
     ) -> tuple[Any, _Shard, int]:
         """Send the request until a response starts; returns it, its shard and the attempt.
 
@@ -622,20 +676,37 @@ class ModelClient:
                 shard.active -= 1
                 raise
             shard.active -= 1
-            attempt = await self._before_retry(failure, attempt, on_retry)
+            attempt = await self._before_retry(failure, attempt, on_retry, seen)
 
     async def _before_retry(
         self,
         failure: Exception,
         attempt: int,
         on_retry: Callable[[Exception, float], None] | None,
+        seen: set[str] | None = None,
     ) -> int:
-        """Wait out the backoff for a retryable failure, or raise it as a ModelError."""
+        """Wait out the backoff for a retryable failure, or raise it as a ModelError.
+
+        ``seen`` collects the 500s of one request: a server that rejects the
+        request's bytes (llama.cpp answers a message it cannot parse with a
+        500) fails the same way every time, so the second identical answer
+        ends the retries instead of four more backoffs.
+        """
         if _is_context_overflow(failure):
             raise ContextLengthExceeded(_describe(failure), status_code=400) from failure
         status = getattr(failure, "status_code", None)
         if not _is_retryable(failure):
             raise ModelError(_describe(failure, self.settings), status_code=status) from failure
+        if status == 500 and seen is not None:
+            signature = _describe(failure)
+            if signature in seen:
+                raise ModelError(
+                    f"{_describe(failure, self.settings)} (gave up after {attempt + 1} attempts: "
+                    "the same request failed the same way twice, so the server rejects it "
+                    "rather than failing by chance)",
+                    status_code=status,
+                ) from failure
+            seen.add(signature)
         if attempt >= self.settings.max_retries:
             raise ModelError(
                 f"{_describe(failure, self.settings)} (gave up after {attempt + 1} attempts)",
@@ -671,9 +742,10 @@ class ModelClient:
         """
         body = build_body(self.settings, encoded_messages, tools, stream=True)
         attempt = 0
+        seen: set[str] = set()
         while True:
             raw, shard, attempt = await self._open_with_retries(
-                body, stream=True, on_retry=on_retry, attempt=attempt
+                body, stream=True, on_retry=on_retry, attempt=attempt, seen=seen
             )
             try:
                 return await self._read_stream(raw.response, shard, on_text, hold_connection)
@@ -747,14 +819,26 @@ class ModelClient:
     ) -> ModelTurn:
         """One non-streaming completion without tools (used for summaries)."""
         body = build_body(self.settings, encoded_messages, None, stream=False)
-        response, shard, _ = await self._open_with_retries(body, stream=False, on_retry=on_retry)
+        response, shard, _ = await self._open_with_retries(
+            body, stream=False, on_retry=on_retry, seen=set()
+        )
         shard.active -= 1
         completion = cast(ChatCompletion, response)
+        error = (completion.model_extra or {}).get("error")
+        if error is not None:
+            raise _in_body_error(error, "in its response")
         text = ""
         finish: str | None = None
         if completion.choices:
             text = completion.choices[0].message.content or ""
             finish = completion.choices[0].finish_reason
+        usage = usage_from(completion.usage)
+        if finish == "length" and not text and not usage.get("output_tokens"):
+            raise ContextLengthExceeded(_EMPTY_LENGTH, status_code=200)
         return ModelTurn(
-            text=text, tool_calls=[], usage=usage_from(completion.usage), finish_reason=finish
+            text=text,
+            tool_calls=[],
+            usage=usage,
+            finish_reason=finish,
+            usage_known=completion.usage is not None,
         )

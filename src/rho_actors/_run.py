@@ -40,10 +40,12 @@ from ._events import (
 from ._llm import ModelClient, ModelSettings, ModelTurn, ToolCall
 from ._messages import Cancel, EventCallback
 from ._profiles import PermissionProfile
+from ._records import Number
 from ._services import Services
 from ._state import State, add_usage, empty_usage
 from ._tools import ToolContext, ToolHandler, ToolOutput
 from ._tracing import set_attributes, span
+from .tools._common import truncate_middle
 
 
 class RunTelemetry(Protocol):
@@ -156,6 +158,7 @@ class RunControl:
         "_drop_connection",
         "cancel_reason",
         "decisions",
+        "interruption_sent",
         "paused",
         "result",
         "run_id",
@@ -168,6 +171,8 @@ class RunControl:
         self.cancel_reason: str | None = None
         self.decisions: dict[str, _Decision] = {}
         self.paused: list[PendingApproval] = []
+        # One pause is one `interruption` event, however it came about.
+        self.interruption_sent = False
         # The run's result, set as soon as it is known: a run stopped from
         # outside (its actor shut down or restarted) still answers its caller
         # with it while the cancellation goes on unwinding.
@@ -244,10 +249,11 @@ def _parse_args_for_event(raw: str) -> dict[str, Any]:
 class _RunTotals:
     run: int = 0
     started_at: float = 0.0
-    usage: dict[str, int] = attrs.field(factory=empty_usage)
+    usage: dict[str, Number] = attrs.field(factory=empty_usage)
     tool_executions: int = 0
     turns: int = 0
     last_text: str = ""
+    truncated: bool = False
 
 
 async def execute_run(
@@ -269,7 +275,12 @@ async def execute_run(
     services = session._require_services()
     model_settings = session._model_settings()
     if settings:
-        model_settings = attrs.evolve(model_settings, **settings)
+        overrides = dict(settings)
+        # A run's request options add to the agent's, field by field.
+        for name in ("options", "extra_headers"):
+            if name in overrides:
+                overrides[name] = {**getattr(model_settings, name), **overrides[name]}
+        model_settings = attrs.evolve(model_settings, **overrides)
     client = ModelClient(services.clients, model_settings)
 
     if not state.messages and session.agent.system_prompt:
@@ -400,6 +411,9 @@ async def _loop(
             return step
 
     while totals.turns < max_turns:
+        # Before every model call, the first of a run included: a resumed or
+        # pre-filled history over the threshold is compacted before it is sent.
+        session._schedule_compaction()
         if session._compact_due is not None:
             trigger, session._compact_due = session._compact_due, None
             await _compact(session, events, trigger)
@@ -440,9 +454,15 @@ async def _loop(
         )
         if turn.text:
             totals.last_text = turn.text
+        totals.truncated = turn.finish_reason == "length"
         if not turn.tool_calls:
             await events.emit(
-                AgentEvent("turn_complete", content=turn.text, usage=dict(totals.usage))
+                AgentEvent(
+                    "turn_complete",
+                    content=turn.text,
+                    usage=dict(totals.usage),
+                    finish_reason=turn.finish_reason,
+                )
             )
             await session._persist()
             session._schedule_compaction()
@@ -460,11 +480,17 @@ async def _loop(
 
 
 async def _account(session: Session, events: Events, totals: _RunTotals, turn: ModelTurn) -> None:
-    usage = turn.usage or {"api_calls": 1}
+    usage: dict[str, Number] = dict(turn.usage) or {"api_calls": 1}
+    if not turn.usage_known:
+        # The server reported nothing: say so, and keep an estimate apart from
+        # the real counts instead of adding a zero that looks measured.
+        produced = len(turn.text) + sum(len(c.name) + len(c.arguments) for c in turn.tool_calls)
+        usage["calls_without_usage"] = 1
+        usage["estimated_tokens"] = session.state.estimate_tokens() + produced // 4
     add_usage(totals.usage, usage)
     session.state.update_usage(**usage)
     if "input_tokens" in usage:
-        session.state.report_context_tokens(usage["input_tokens"])
+        session.state.report_context_tokens(int(usage["input_tokens"]))
     await events.emit(AgentEvent("api_call_complete", usage=dict(usage)))
 
 
@@ -658,6 +684,15 @@ async def _invoke(
             output.is_error,
             output.content[:500] if output.is_error else None,
         )
+    limit = session.profile.max_output_chars
+    if len(output.content) > limit:
+        # Every tool's result, custom ones included, reaches the model capped
+        # the way the built-in tools cap theirs.
+        output = attrs.evolve(
+            output,
+            content=truncate_middle(output.content, limit),
+            metadata={**output.metadata, "truncated_chars": len(output.content) - limit},
+        )
     child_usage = output.metadata.get("child_usage")
     if isinstance(child_usage, dict) and child_usage:
         # A delegated child's tokens count as this session's.
@@ -735,6 +770,7 @@ async def _await_approval(
     finally:
         control.decisions.pop(call.id, None)
     if interrupted:
+        control.interruption_sent = True
         await events.emit(
             AgentEvent(
                 "interruption",
@@ -832,13 +868,14 @@ async def _finish(
         paused_ids = {p.tool_call_id for p in control.paused}
         # Calls after the paused one in the same turn are not executed now;
         # they wait with it (answered when the run resumes).
-        with contextlib.suppress(CallbackFailed):
-            await events.emit(
-                AgentEvent(
-                    "interruption",
-                    content="paused: waiting for approval of " + ", ".join(sorted(paused_ids)),
+        if not control.interruption_sent:
+            with contextlib.suppress(CallbackFailed):
+                await events.emit(
+                    AgentEvent(
+                        "interruption",
+                        content="paused: waiting for approval of " + ", ".join(sorted(paused_ids)),
+                    )
                 )
-            )
     else:
         reason = {
             "cancelled": CANCELLED_RESULT,
@@ -868,6 +905,7 @@ async def _finish(
         cancel_reason=control.cancel_reason if status == "cancelled" else None,
         pending_approvals=list(control.paused) if status == "paused" else [],
         turns=totals.turns,
+        truncated=totals.truncated and status == "completed",
     )
     control.result = result
     observability = session._observability

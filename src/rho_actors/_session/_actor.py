@@ -302,10 +302,17 @@ class SessionActor:
         return self._working_dir or self.agent.working_dir
 
     def tool(self, name: str) -> ToolHandler | None:
+        """The handler for ``name``, if the profile allows it (custom tools too)."""
+        if not self._profile.allows_tool(name):
+            return None
         return self._tools.get(name)
 
     def tool_specs(self) -> list[dict[str, Any]]:
-        return self._tools.specs()
+        """What the model is offered: only tools the profile allows."""
+        specs = self._tools.specs()
+        if self._profile.tools is None:
+            return specs  # built-ins are already chosen by mode; custom ones allowed
+        return [s for s in specs if self._profile.allows_tool(s["function"]["name"])]
 
     def _schedule_compaction(self) -> None:
         """Post the internal Compact message if the context passed the threshold."""

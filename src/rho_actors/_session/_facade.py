@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import trio
 
 from .._actor import Reply, ask
 from .._cancel import CancellationToken
+from .._config import request_options
 from .._errors import RhoError
 from .._events import CompactResult, RunResult
 from .._messages import (
@@ -91,6 +92,7 @@ class Session(SessionActor):
         token: CancellationToken | None = None,
         response_timeout: float | None = None,
         stream_idle_timeout: float | None = None,
+        model_options: Mapping[str, Any] | None = None,
     ) -> RunResult:
         """Run ``prompt`` to completion and return the result.
 
@@ -98,10 +100,13 @@ class Session(SessionActor):
         ``status="cancelled"`` and the session stays usable. So does
         cancelling ``token``, or ``cancel_check()`` returning True.
         ``response_timeout`` and ``stream_idle_timeout`` override the
-        agent's limits on a silent model endpoint for this run.
+        agent's limits on a silent model endpoint for this run, and
+        ``model_options`` its request fields (``temperature``,
+        ``max_tokens``, ``tool_choice``, ``extra_body``, ``extra_headers``...:
+        the AgentConfig names), checked before the run starts.
         """
         run_id = next(_run_ids)
-        settings = {
+        settings: dict[str, Any] = {
             name: float(value)
             for name, value in (
                 ("response_timeout", response_timeout),
@@ -112,6 +117,10 @@ class Session(SessionActor):
         for name, value in settings.items():
             if value <= 0:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value:g}")
+        if model_options:
+            body, headers = request_options(model_options, source="model_options")
+            settings["options"] = body
+            settings["extra_headers"] = headers
         return await self._ask_run(
             run_id,
             lambda reply: Prompt(

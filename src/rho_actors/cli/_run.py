@@ -52,7 +52,15 @@ def main(args: argparse.Namespace) -> int:
     output = output_path(args.output)
     outcome = trio.run(_run, agent, store, prompt, args.yes)
     if output is not None:
-        write_output(output, outcome)
+        if outcome.result.status == "completed":
+            write_output(output, outcome)
+        else:
+            # A failed run has no answer: an empty or partial file would look
+            # like one to whatever reads it next.
+            print(
+                f"--output: nothing written to {output} (the run ended {outcome.result.status})",
+                file=sys.stderr,
+            )
     return exit_code_for(outcome.result.status)
 
 

@@ -227,8 +227,10 @@ def truncate_middle(text: str, limit: int) -> str:
 
 
 def truncated_join(head: str, omitted: int, tail: str) -> str:
-    """``head`` and ``tail`` around a line saying ``omitted`` characters were dropped."""
-    return f"{head}\n... [truncated {omitted} characters] ...\n{tail}"
+    """``head`` and ``tail`` around a line saying how many characters were dropped,
+    of how many (so the model knows how big the whole was)."""
+    total = len(head) + omitted + len(tail)
+    return f"{head}\n... [truncated {omitted} of {total} characters] ...\n{tail}"
 
 
 def head_lines(text: str, limit: int) -> str:
