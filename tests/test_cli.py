@@ -127,6 +127,19 @@ async def test_run_streams_text_and_tools_and_writes_output(
     assert out.read_text() == "The folder holds data.txt.\n"
 
 
+async def test_run_output_is_not_written_when_the_run_fails(
+    server: ScriptedServer, tmp_path: Path
+) -> None:
+    """A failed run leaves no --output file (an empty one would read as an answer)."""
+    server.default = None  # every request: HTTP 500 "script exhausted"
+    out = tmp_path / "answer.txt"
+    store = ["--store", str(tmp_path / "sessions")]
+    ran = await cli("run", "hi", *model_flags(server), *store, "--output", str(out))
+    assert ran.code != 0
+    assert not out.exists()
+    assert "nothing written" in ran.err
+
+
 async def test_config_error_is_one_line_naming_file_and_key(tmp_path: Path) -> None:
     """A bad config file exits 2 with one line naming the file and the key, no traceback."""
     config = tmp_path / "agent.yaml"
