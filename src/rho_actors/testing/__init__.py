@@ -3,9 +3,16 @@
 Agents are tested through their real HTTP client against a loopback server
 whose answers (text, tool calls, usage, faults, timing) a test scripts in
 advance, and whose :class:`Dialect` can mimic a server other than OpenAI's
-(llama.cpp's, a LiteLLM proxy). See ``docs/testing.md``.
+(llama.cpp's, a LiteLLM proxy). :class:`FakeDaytona` does the same for the
+Daytona sandbox API, so code using the real ``daytona`` SDK runs offline.
+See ``docs/testing.md``.
 """
 
+from ._daytona import DaytonaRequest as DaytonaRequest
+from ._daytona import FakeDaytona as FakeDaytona
+from ._daytona import FakeSandbox as FakeSandbox
+from ._daytona import open_fake_daytona as open_fake_daytona
+from ._daytona import serve_fake_daytona as serve_fake_daytona
 from ._faults import DiskFaults as DiskFaults
 from ._faults import crash_next_run as crash_next_run
 from ._script import Dialect as Dialect
@@ -28,9 +35,12 @@ from ._server import serve_scripted as serve_scripted
 
 __all__ = [
     "DEFAULT_BACKLOG",
+    "DaytonaRequest",
     "Dialect",
     "DiskFaults",
     "ErrorPlacement",
+    "FakeDaytona",
+    "FakeSandbox",
     "Fault",
     "FaultKind",
     "RecordedRequest",
@@ -44,6 +54,8 @@ __all__ = [
     "benchmark_responder",
     "crash_next_run",
     "ok_responder",
+    "open_fake_daytona",
     "open_scripted_server",
+    "serve_fake_daytona",
     "serve_scripted",
 ]

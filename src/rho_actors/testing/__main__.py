@@ -8,6 +8,11 @@ closing the pipe on our stdin (which also cleans up if the parent dies).
     python -m rho_actors.testing serve --port 0 --first-byte-ms 200 --chunk-ms 5
 
 ``--dialect llama.cpp`` answers as llama.cpp's server does (see ``Dialect``).
+
+    python -m rho_actors.testing daytona --port 0 [--api-key K]
+
+serves a fake Daytona API instead (see ``FakeDaytona``) and prints
+``READY <api_url>``; it stops the same way.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from functools import partial
 
 import trio
 
+from ._daytona import FakeDaytona
 from ._script import Dialect, benchmark_responder
 from ._server import DEFAULT_BACKLOG, ScriptedServer
 
@@ -62,6 +68,20 @@ def _parser() -> argparse.ArgumentParser:
         choices=sorted(_DIALECTS),
         default="openai",
         help="whose wire format quirks to reproduce (default: openai)",
+    )
+    daytona = commands.add_parser(
+        "daytona",
+        help="serve a fake Daytona API until SIGINT/SIGTERM or stdin closes",
+        description=(
+            "A loopback Daytona API whose sandboxes are temporary directories on this "
+            "machine. Prints 'READY <api_url>' once listening."
+        ),
+    )
+    daytona.add_argument("--host", default="127.0.0.1")
+    daytona.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
+    daytona.add_argument("--api-key", help="the key clients must send (default: any key)")
+    daytona.add_argument(
+        "--no-bwrap", action="store_true", help="run commands without bubblewrap even if it works"
     )
     return parser
 
@@ -112,9 +132,24 @@ async def _serve(server: ScriptedServer, args: argparse.Namespace) -> None:
         print(f"READY {server.base_url}", flush=True)
 
 
+async def _serve_daytona(args: argparse.Namespace) -> None:
+    fake = FakeDaytona(api_key=args.api_key, bwrap=False if args.no_bwrap else None)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(_stop_on_signal, nursery.cancel_scope)
+        if _stdin_is_a_pipe():
+            nursery.start_soon(_stop_on_stdin_eof, nursery.cancel_scope)
+        await nursery.start(partial(fake.serve, host=args.host, port=args.port))
+        print(f"READY {fake.api_url}", flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "daytona":
+        if args.api_key == "":
+            parser.error("--api-key must not be empty")
+        trio.run(_serve_daytona, args)
+        return 0
     try:
         server = ScriptedServer(
             default=benchmark_responder(

@@ -1,4 +1,4 @@
-"""Pytest fixtures for testing agents against the scripted model server.
+"""Pytest fixtures for testing agents against the scripted model server (and a fake Daytona).
 
 Enable with ``pytest_plugins = ["rho_actors.testing.pytest_plugin"]`` in a
 root ``conftest.py`` (or a test module). The fixtures are async, so they
@@ -13,9 +13,15 @@ from collections.abc import AsyncIterator
 import pytest
 import trio.testing
 
+from ._daytona import FakeDaytona, open_fake_daytona
 from ._server import ScriptedServer, open_scripted_server
 
-__all__ = ["LOOPBACK_AUTOJUMP_THRESHOLD", "loopback_autojump_clock", "scripted_server"]
+__all__ = [
+    "LOOPBACK_AUTOJUMP_THRESHOLD",
+    "fake_daytona",
+    "loopback_autojump_clock",
+    "scripted_server",
+]
 
 LOOPBACK_AUTOJUMP_THRESHOLD = 0.02
 """Seconds of real idle time before :func:`loopback_autojump_clock` jumps.
@@ -35,6 +41,19 @@ async def scripted_server() -> AsyncIterator[ScriptedServer]:
     """
     async with open_scripted_server() as server:
         yield server
+
+
+@pytest.fixture
+async def fake_daytona() -> AsyncIterator[FakeDaytona]:
+    """A started fake Daytona API that accepts any API key.
+
+    Drive the real SDK at it from worker threads (``trio.to_thread.run_sync``):
+    the SDK is synchronous and the fake runs in the test's trio run. Every
+    sandbox directory is removed and every command killed when the test ends.
+    Use real time: the SDK's timeouts are not on trio's clock.
+    """
+    async with open_fake_daytona() as fake:
+        yield fake
 
 
 @pytest.fixture
