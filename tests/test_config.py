@@ -71,7 +71,7 @@ def test_env_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         ("auto_approve: maybe\n", "auto_approve", "true or false"),
         ("modle: gpt\n", "modle", "one of"),
         ("vars: [1, 2]\n", "vars", "a mapping"),
-        ("backend: cloud\n", "backend", "'local' or 'daytona'"),
+        ("backend: cloud\n", "backend", "'local', 'daytona'"),
     ],
 )
 def test_bad_config_names_file_key_and_expectation(

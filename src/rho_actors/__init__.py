@@ -17,12 +17,14 @@ hold it, with no import cycles between modules::
                     session protocol it declares) _hosting (hosts and stores as
                     a session sees them, and the ambient-hosting hook)
      5 agent        _agent
-     4 services     _services _registry _store/ (the Store actor and its
-                    backends) _telemetry
+     4 services     _services _registry _sandboxes (the owner of every Daytona
+                    sandbox) _store/ (the Store actor and its backends)
+                    _telemetry
      3 edges        _llm (the model client) _tools tools/ _delegation (the
                     capability a tool gets) _compaction
      2 policy       _profiles _shell_policy _command_rules _shell_syntax _paths
-                    _sandbox: pure decisions and data
+                    _sandbox: pure decisions and data; _daytona (one remote
+                    sandbox through Daytona's SDK, in worker threads)
      1 plumbing     _actor (mailbox, reply, control channel) _messages
                     _supervision (generic OTP supervision)
      0 data         _errors _events _records (the one cattrs converter) _state
@@ -36,6 +38,8 @@ one above only through a protocol it declares (``_run.Session``,
 from ._agent import Agent as Agent
 from ._cancel import CancellationToken as CancellationToken
 from ._config import AgentConfig as AgentConfig
+from ._daytona import DaytonaBackend as DaytonaBackend
+from ._daytona import SandboxError as SandboxError
 from ._errors import ActorCrashed as ActorCrashed
 from ._errors import ActorError as ActorError
 from ._errors import ActorStopped as ActorStopped

@@ -7,10 +7,12 @@ concurrently, because nothing about a conversation lives here.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ._config import REQUEST_FIELDS, AgentConfig, request_options
+from ._daytona import DaytonaBackend
 from ._errors import ConfigError
 from ._llm import ModelClient, ModelClients, ModelSettings
 from ._profiles import PermissionProfile, load_profile
@@ -26,7 +28,7 @@ PLACEHOLDER_API_KEY = "sk-no-key-configured"
 class Agent:
     """A reusable agent: its config, its permission profile and its tools."""
 
-    __slots__ = ("_profile", "_system_prompt", "config", "registry")
+    __slots__ = ("_profile", "_system_prompt", "backend", "config", "registry")
 
     def __init__(self, config: AgentConfig | None = None, **overrides: Any) -> None:
         if config is None:
@@ -35,7 +37,8 @@ class Agent:
             raise TypeError("pass either an AgentConfig or keyword fields, not both")
         self.config = config
         self._profile = load_profile(config.profile)
-        self.registry = ToolRegistry(builtin_tools(self._profile))
+        self.backend = _resolve_backend(config)
+        self.registry = ToolRegistry(builtin_tools(self._profile, remote=self.remote))
         if self._profile.allows_tool("delegate"):
             self.registry.register(DelegateTool())
         self._system_prompt: str | None = None
@@ -43,6 +46,11 @@ class Agent:
     @property
     def profile(self) -> PermissionProfile:
         return self._profile
+
+    @property
+    def remote(self) -> bool:
+        """Whether the tools run in a Daytona sandbox rather than on this machine."""
+        return self.backend is not None
 
     @property
     def system_prompt(self) -> str:
@@ -98,3 +106,22 @@ class Agent:
 
     def __repr__(self) -> str:
         return f"Agent(model={self.config.model!r}, profile={self._profile.name!r})"
+
+
+def _resolve_backend(config: AgentConfig) -> DaytonaBackend | None:
+    """``backend`` as an object: None for local, a :class:`DaytonaBackend` otherwise."""
+    backend = config.backend
+    if backend is None or backend == "local":
+        return None
+    if backend == "daytona":
+        return DaytonaBackend()
+    if isinstance(backend, DaytonaBackend):
+        return backend
+    if isinstance(backend, Mapping) and backend.get("type") == "daytona":
+        return DaytonaBackend.from_mapping(backend, source=config.source)
+    raise ConfigError(
+        f"got {backend!r}",
+        file=config.source,
+        key="backend",
+        expected="'local', 'daytona', a DaytonaBackend, or a mapping with type: daytona",
+    )

@@ -163,8 +163,12 @@ class AgentConfig:
                 # A profile object is written whole, so it comes back exactly.
                 to_mapping = getattr(value, "to_mapping", None)
                 value = to_mapping() if to_mapping is not None else dict(value)
-            if f.name == "backend" and not isinstance(value, str):
-                value = getattr(value, "name", "daytona")
+            if f.name == "backend" and not isinstance(value, str | Mapping):
+                # A DaytonaBackend: its settings, never its key.
+                to_mapping = getattr(value, "to_mapping", None)
+                value = to_mapping() if to_mapping is not None else "daytona"
+            elif f.name == "backend" and isinstance(value, Mapping):
+                value = redact(dict(value))
             if f.name == "base_url" and isinstance(value, str):
                 value = redact_url(value)
             if f.name in ("extras", "extra_body", "extra_headers"):
@@ -396,7 +400,9 @@ def _check_field(key: str, value: Any, source: str | None) -> Any:
             raise bad("a profile name, a path, or a mapping")
         return value
     if key == "backend":
+        if isinstance(value, Mapping) and value.get("type") == "daytona":
+            return dict(value)
         if not isinstance(value, str) or value not in ("local", "daytona"):
-            raise bad("'local' or 'daytona'")
+            raise bad("'local', 'daytona', or a mapping with type: daytona and its settings")
         return value
     return value

@@ -37,6 +37,7 @@ import trio
 from ._hosting import install_ambient_hosting
 from ._llm import open_model_clients
 from ._registry import serve_registry
+from ._sandboxes import serve_sandboxes
 from ._services import Services
 from ._session import Session
 from ._session_store import SessionStore
@@ -66,7 +67,10 @@ class AmbientHost:
         try:
             async with open_model_clients() as clients, trio.open_nursery() as nursery:
                 registry = await nursery.start(serve_registry)
-                self._shared = Services(clients=clients, registry=registry, store=None)
+                sandboxes = await nursery.start(serve_sandboxes)
+                self._shared = Services(
+                    clients=clients, registry=registry, store=None, sandboxes=sandboxes
+                )
                 self._nursery = nursery
                 self._ready.set()
                 try:
@@ -74,6 +78,7 @@ class AmbientHost:
                         nursery.start_soon(_guarded, work)
                 finally:
                     registry.close()
+                    sandboxes.close()
         except Exception as exc:  # never crash trio from a system task
             logger.exception("the ambient host failed")
             self._failure = exc

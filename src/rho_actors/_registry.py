@@ -243,6 +243,7 @@ async def _run_handler(
             return ToolOutput(
                 content=f"tool {handler.name!r} failed: {type(exc).__name__}: {exc}",
                 is_error=True,
+                metadata={"exception": type(exc).__name__},
             )
         if deadline.cancelled_caught:
             return ToolOutput(

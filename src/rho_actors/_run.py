@@ -106,6 +106,7 @@ class Session(Protocol):
     def _send_control(self, message: Cancel) -> bool: ...
     def _publish(self, event: AgentEvent) -> None: ...
     def _delegation(self) -> Delegation: ...
+    def _sandbox_capability(self) -> Any: ...
 
     async def _persist(
         self,
@@ -254,6 +255,8 @@ class _RunTotals:
     turns: int = 0
     last_text: str = ""
     truncated: bool = False
+    # A tool failure that ends the run once the turn's calls are answered.
+    fatal: str | None = None
 
 
 async def execute_run(
@@ -580,6 +583,8 @@ async def _run_tools(
             step = await _run_one(session, events, control, batch[0], totals)
             if isinstance(step, RunEnds):
                 return step
+            if totals.fatal is not None:
+                return _end_fatal(state, totals.fatal)
             continue
         outputs: list[ToolOutput | None] = [None] * len(batch)
         failures: list[CallbackFailed] = []
@@ -601,7 +606,14 @@ async def _run_tools(
         for call, output in zip(batch, outputs, strict=True):
             assert output is not None
             state.add_tool_result(call.id, output.content)
+        if totals.fatal is not None:
+            return _end_fatal(state, totals.fatal)
     return GO_ON
+
+
+def _end_fatal(state: State, message: str) -> RunEnds:
+    state.close_dangling_tool_calls("[not executed: the run ended after a sandbox failure]")
+    return RunEnds("error", message)
 
 
 async def _invoke_into(
@@ -665,6 +677,7 @@ async def _invoke(
         working_dir=session.working_dir,
         profile=session.profile,
         delegation=session._delegation(),
+        sandbox=session._sandbox_capability(),
     )
     handler = session.tool(call.name)
     if handler is None and not session.profile.allows_tool(call.name):
@@ -684,6 +697,10 @@ async def _invoke(
             output.is_error,
             output.content[:500] if output.is_error else None,
         )
+    if output.metadata.get("exception") == "SandboxError" and totals is not None:
+        # The sandbox is unreachable or gone: another tool call would fail the
+        # same way, so the run ends with this error (after the call is answered).
+        totals.fatal = output.content
     limit = session.profile.max_output_chars
     if len(output.content) > limit:
         # Every tool's result, custom ones included, reaches the model capped

@@ -19,6 +19,7 @@ import trio
 
 from ._llm import ModelClients, open_model_clients
 from ._registry import DEFAULT_MAX_SUBPROCESSES, RegistryRef, serve_registry
+from ._sandboxes import SandboxesRef, serve_sandboxes
 from ._store._actor import StoreRef, TelemetrySink, serve_store
 from ._store._backend import StoreBackend
 
@@ -28,6 +29,7 @@ class Services:
     clients: ModelClients
     registry: RegistryRef
     store: StoreRef | None
+    sandboxes: SandboxesRef | None = None
 
 
 @asynccontextmanager
@@ -54,17 +56,23 @@ async def open_services(
             registry = await nursery.start(
                 functools.partial(serve_registry, max_subprocesses=max_subprocesses)
             )
+        if shared is not None:
+            sandboxes = shared.sandboxes
+        else:
+            sandboxes = await nursery.start(serve_sandboxes)
         store = None
         if backend is not None or telemetry is not None:
             store = await nursery.start(
                 functools.partial(serve_store, backend, telemetry, lock=lock)
             )
         try:
-            yield Services(clients=clients, registry=registry, store=store)
+            yield Services(clients=clients, registry=registry, store=store, sandboxes=sandboxes)
         finally:
             # Closing the mailboxes lets both actors drain and return on their own,
             # so writes already accepted by the Store are committed.
             if shared is None:
                 registry.close()
+                if sandboxes is not None:
+                    sandboxes.close()
             if store is not None:
                 store.close()

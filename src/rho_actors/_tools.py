@@ -46,6 +46,9 @@ class ToolContext:
     # The capability to start a child session (for the delegate tool); the
     # session itself is never handed to a tool.
     delegation: Any = None
+    # On the Daytona backend: the capability to reach the session's sandbox
+    # (``await ctx.sandbox.get()``); None on the local backend.
+    sandbox: Any = None
 
 
 @attrs.frozen(kw_only=True, slots=True)

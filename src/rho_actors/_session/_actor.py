@@ -24,6 +24,7 @@ import trio
 from .._actor import Mailbox, ask
 from .._agent import Agent
 from .._compaction import DEFAULT_THRESHOLD, context_window_for
+from .._daytona import DaytonaBackend, RemoteSandbox
 from .._delegation import Delegation
 from .._errors import (
     ActorCrashed,
@@ -54,6 +55,7 @@ from .._run import (
     compact_now,
     execute_run,
 )
+from .._sandboxes import SandboxesRef
 from .._services import Services
 from .._state import State
 from .._tools import ToolHandler, ToolRegistry
@@ -102,6 +104,7 @@ class SessionActor:
         "_profile",
         "_released",
         "_restart_type",
+        "_sandbox_owner",
         "_services",
         "_shutdown",
         "_state",
@@ -164,6 +167,9 @@ class SessionActor:
         self._store = store
         self._profile: PermissionProfile = agent.profile
         self._tools: ToolRegistry = agent.registry
+        # The Sandboxes actor holding this session's Daytona sandbox, once it
+        # has one: told to delete it when the session ends for good.
+        self._sandbox_owner: SandboxesRef | None = None
         self._working_dir: Path | None = None
         self._mailbox: Mailbox[SessionMessage] | None = None
         # Prompts that arrived during a run, in order (rarely more than a few).
@@ -286,6 +292,7 @@ class SessionActor:
         """
         for message in self._let_go():
             _answer_stopped(message, self.id, reason)
+        self._release_sandbox()
         for stream in list(self._streams or ()):
             stream._send.close()
         monitors, self._monitors = self._monitors or [], None
@@ -702,11 +709,27 @@ class SessionActor:
             self._journal.profile_changed()
             builtin = {h.name for h in builtin_tools(self.agent.profile)}
             custom = [h for h in self.agent.registry if h.name not in builtin]
-            self._tools = ToolRegistry([*builtin_tools(profile), *custom])
+            self._tools = ToolRegistry([*builtin_tools(profile, remote=self.agent.remote), *custom])
         if "enable_delegate" in changes and not changes["enable_delegate"]:
             if self._tools is self.agent.registry:
                 self._tools = self._tools.copy()
             self._tools.unregister("delegate")
+
+    def _sandbox_capability(self) -> SandboxCapability | None:
+        """What this session's tools get to reach its Daytona sandbox (None when local)."""
+        backend = self.agent.backend
+        if backend is None:
+            return None
+        owner = self._require_services().sandboxes
+        if owner is None:
+            raise RhoError("no sandbox owner in these services", session_id=self.id)
+        self._sandbox_owner = owner
+        return SandboxCapability(owner, self.id, backend, network=self._profile.network)
+
+    def _release_sandbox(self) -> None:
+        owner, self._sandbox_owner = self._sandbox_owner, None
+        if owner is not None:
+            owner.release_nowait(self.id)
 
     def _delegation(self) -> Delegation:
         """The capability this session's tools get to start a child session."""
@@ -832,3 +855,16 @@ def _answer_stopped(message: SessionMessage, session_id: str, reason: str) -> No
             pass  # casts: nobody waits for an answer
         case _:
             assert_never(message)
+
+
+@attrs.frozen(slots=True)
+class SandboxCapability:
+    """A tool's way to its session's sandbox, and nothing else of the session."""
+
+    owner: SandboxesRef
+    session_id: str
+    backend: DaytonaBackend
+    network: bool
+
+    async def get(self) -> RemoteSandbox:
+        return await self.owner.get(self.session_id, self.backend, network=self.network)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -18,6 +19,7 @@ import trio
 from .._actor import Reply, ask
 from .._cancel import CancellationToken
 from .._config import request_options
+from .._daytona import RemoteSandbox
 from .._errors import RhoError
 from .._events import CompactResult, RunResult
 from .._messages import (
@@ -240,15 +242,49 @@ class Session(SessionActor):
         return EventStream._create(self, capacity)
 
     async def close(self) -> None:
-        """Release the session. Local sessions hold nothing; open event streams end."""
+        """Release the session: open event streams end, and on the Daytona backend
+        its sandbox is deleted (local sessions hold nothing else)."""
         for stream in list(self._streams or ()):
             stream._send.close()
+        owner, self._sandbox_owner = self._sandbox_owner, None
+        if owner is not None:
+            await owner.release(self.id)
         if self._services is not None and self._users == 0:
             self._request_stop()
 
     async def get_sandbox(self) -> Any:
-        """The remote sandbox of a Daytona-backed session; None for the local backend."""
-        return None
+        """The Daytona SDK's sandbox object of a Daytona-backed session, created if it
+        does not exist yet; None for the local backend."""
+        if self.agent.backend is None:
+            return None
+        async with self._activated():
+            capability = self._sandbox_capability()
+        assert capability is not None
+        remote = await capability.get()
+        return await remote.ensure()
+
+    async def upload(self, local: str | os.PathLike[str], remote: str) -> str:
+        """Copy a local file into the sandbox (``remote`` relative to its work dir);
+        returns the sandbox path."""
+        sandbox = await self._remote_sandbox()
+        full = await sandbox.resolve(remote, confine=False)
+        data = await trio.Path(local).read_bytes()
+        await sandbox.write_bytes(full, data)
+        return full
+
+    async def download(self, remote: str, local: str | os.PathLike[str]) -> None:
+        """Copy a file from the sandbox to this machine."""
+        sandbox = await self._remote_sandbox()
+        full = await sandbox.resolve(remote, confine=False)
+        await trio.Path(local).write_bytes(await sandbox.read_bytes(full))
+
+    async def _remote_sandbox(self) -> RemoteSandbox:
+        if self.agent.backend is None:
+            raise RhoError("this session runs locally: it has no sandbox", session_id=self.id)
+        async with self._activated():
+            capability = self._sandbox_capability()
+        assert capability is not None
+        return await capability.get()
 
     async def __aenter__(self) -> Session:
         return self

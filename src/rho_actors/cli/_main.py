@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeAlias
 
 from .. import __version__
-from . import _chat, _demo, _dispatch, _monitor, _profiles, _run, _sessions
+from . import _chat, _demo, _dispatch, _monitor, _profiles, _run, _sandboxes, _sessions
 from ._common import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
@@ -92,6 +92,7 @@ def build_parser() -> ArgumentParser:
     _add_sessions(commands, common)
     _add_monitor(commands, common)
     _add_profiles(commands, common)
+    _add_sandboxes(commands, common)
     _add_demo(commands, common)
     return parser
 
@@ -205,6 +206,20 @@ def _add_profiles(commands: Subcommands, common: ArgumentParser) -> None:
     _command(actions, common, "list", _profiles.list_main, "the profiles you can name")
     show = _command(actions, common, "show", _profiles.show_main, "every field of a profile")
     show.add_argument("name", metavar="NAME", help="a profile name or a YAML path")
+
+
+def _add_sandboxes(commands: Subcommands, common: ArgumentParser) -> None:
+    sandboxes = commands.add_parser(
+        "sandboxes", help="the Daytona sandboxes rho-actors made", parents=[common]
+    )
+    actions = sandboxes.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = _command(
+        actions, common, "list", _sandboxes.list_main, "sandboxes by session and host process"
+    )
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    _command(
+        actions, common, "sweep", _sandboxes.sweep_main, "delete sandboxes whose process is gone"
+    )
 
 
 def _add_demo(commands: Subcommands, common: ArgumentParser) -> None:

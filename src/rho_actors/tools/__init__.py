@@ -24,6 +24,7 @@ from ._glob import GlobTool as GlobTool
 from ._grep import GrepTool as GrepTool
 from ._list import ListTool as ListTool
 from ._read import ReadTool as ReadTool
+from ._remote import remote_tool_classes
 from ._sqlite import SqliteTool as SqliteTool
 from ._write import WriteTool as WriteTool
 
@@ -42,19 +43,20 @@ __all__ = [
 _TOOL_CLASSES = (ReadTool, GrepTool, GlobTool, ListTool, BashTool, WriteTool, EditTool, SqliteTool)
 
 
-def builtin_tools(profile: PermissionProfile) -> list[ToolHandler]:
+def builtin_tools(profile: PermissionProfile, *, remote: bool = False) -> list[ToolHandler]:
     """The built-in tools ``profile`` allows, each configured by it.
 
+    With ``remote``, the same tools acting in the session's Daytona sandbox.
     The tools are immutable, so one set per profile is shared by every agent
     that uses it: building an Agent stays cheap when thousands are made.
     """
-    return list(_builtin_tools(profile))
+    return list(_builtin_tools(profile, remote))
 
 
 @functools.lru_cache(maxsize=64)
-def _builtin_tools(profile: PermissionProfile) -> tuple[ToolHandler, ...]:
+def _builtin_tools(profile: PermissionProfile, remote: bool) -> tuple[ToolHandler, ...]:
     tools: list[ToolHandler] = []
-    for cls in _TOOL_CLASSES:
+    for cls in remote_tool_classes() if remote else _TOOL_CLASSES:
         tool = cls(profile)
         if profile.allows_tool(tool.name):
             tools.append(tool)

@@ -107,7 +107,11 @@ async def guarded(
         where = f": {exc.filename}" if exc.filename else ""
         return error(f"{tool_name}: {exc.strerror or exc}{where}")
     except Exception as exc:
-        return error(f"{tool_name} failed: {type(exc).__name__}: {exc}")
+        # The exception's type travels along: the run ends on some (a sandbox
+        # that cannot be reached fails every later call the same way).
+        return error(
+            f"{tool_name} failed: {type(exc).__name__}: {exc}", exception=type(exc).__name__
+        )
 
 
 def get_str(

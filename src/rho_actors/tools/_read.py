@@ -81,19 +81,7 @@ class ReadTool(ProfileTool):
         return True
 
     async def _run(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
-        raw_path = get_str(args, "path", required=True)
-        start = get_int(args, "start_line", minimum=1)
-        offset = get_int(args, "offset", minimum=1)
-        if start is not None and offset is not None and start != offset:
-            raise InvalidToolArguments("give start_line or offset, not both")
-        first = start or offset or 1
-        end = get_int(args, "end_line", minimum=1)
-        limit = get_int(args, "limit", minimum=1)
-        if end is not None and limit is not None:
-            raise InvalidToolArguments("give end_line or limit, not both")
-        if end is not None and end < first:
-            raise InvalidToolArguments(f"end_line ({end}) is before start_line ({first})")
-        last = end if end is not None else first + (limit or DEFAULT_LINE_LIMIT) - 1
+        raw_path, first, last = window_arguments(args)
         path, shown = await resolve_shown(raw_path, ctx, self.profile)
         # Abandoned on cancel: a read has no side effects, so a cancelled run
         # need not wait for a big file to be scanned.
@@ -105,6 +93,24 @@ class ReadTool(ProfileTool):
             self.profile.max_output_chars,
             abandon_on_cancel=True,
         )
+
+
+def window_arguments(args: Mapping[str, Any]) -> tuple[str, int, int]:
+    """The path and the first and last line a read call asks for."""
+    raw_path = get_str(args, "path", required=True)
+    start = get_int(args, "start_line", minimum=1)
+    offset = get_int(args, "offset", minimum=1)
+    if start is not None and offset is not None and start != offset:
+        raise InvalidToolArguments("give start_line or offset, not both")
+    first = start or offset or 1
+    end = get_int(args, "end_line", minimum=1)
+    limit = get_int(args, "limit", minimum=1)
+    if end is not None and limit is not None:
+        raise InvalidToolArguments("give end_line or limit, not both")
+    if end is not None and end < first:
+        raise InvalidToolArguments(f"end_line ({end}) is before start_line ({first})")
+    last = end if end is not None else first + (limit or DEFAULT_LINE_LIMIT) - 1
+    return raw_path, first, last
 
 
 def _bounded_lines(f: BinaryIO) -> Iterator[tuple[bytes, int]]:
@@ -156,27 +162,32 @@ def _read_window(target: _Target, first: int, last: int, max_chars: int) -> Tool
         return error(f"read: {shown} is not a regular file (a FIFO, socket or device); not read")
     os.set_blocking(fd, True)
     with os.fdopen(fd, "rb") as f:
-        sniff = f.read(_BINARY_SNIFF)
-        if b"\x00" in sniff:
-            size = os.fstat(f.fileno()).st_size
-            return error(f"read: {shown} is a binary file ({size} bytes); not shown", binary=True)
-        f.seek(0)
-        lines: list[str] = []
-        used = 0
-        total = 0
-        cut_at: int | None = None
-        for total, (raw, length) in enumerate(_bounded_lines(f), start=1):
-            if total < first or total > last or cut_at is not None:
-                continue
-            text = raw.decode("utf-8", "replace").rstrip("\r\n")
-            if len(text) > MAX_LINE_CHARS or length > len(raw):
-                text = text[:MAX_LINE_CHARS] + f"... [line truncated, {length} bytes]"
-            line = f"{total:>5}\t{text}"
-            if used + len(line) + 1 > max_chars and lines:
-                cut_at = total
-                continue
-            lines.append(line)
-            used += len(line) + 1
+        return window_of(f, shown, first, last, max_chars)
+
+
+def window_of(f: BinaryIO, shown: str, first: int, last: int, max_chars: int) -> ToolOutput:
+    """Lines ``first``..``last`` of an open file, numbered, within ``max_chars``."""
+    sniff = f.read(_BINARY_SNIFF)
+    if b"\x00" in sniff:
+        size = f.seek(0, os.SEEK_END)
+        return error(f"read: {shown} is a binary file ({size} bytes); not shown", binary=True)
+    f.seek(0)
+    lines: list[str] = []
+    used = 0
+    total = 0
+    cut_at: int | None = None
+    for total, (raw, length) in enumerate(_bounded_lines(f), start=1):
+        if total < first or total > last or cut_at is not None:
+            continue
+        text = raw.decode("utf-8", "replace").rstrip("\r\n")
+        if len(text) > MAX_LINE_CHARS or length > len(raw):
+            text = text[:MAX_LINE_CHARS] + f"... [line truncated, {length} bytes]"
+        line = f"{total:>5}\t{text}"
+        if used + len(line) + 1 > max_chars and lines:
+            cut_at = total
+            continue
+        lines.append(line)
+        used += len(line) + 1
     metadata = {"total_lines": total, "start_line": first}
     if total == 0:
         return ToolOutput(content=f"({shown} is empty)", metadata=metadata)
