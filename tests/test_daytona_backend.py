@@ -17,6 +17,7 @@ import pytest
 import trio
 
 from rho_actors import (
+    ActorCrashed,
     Agent,
     AgentConfig,
     AgentEvent,
@@ -25,7 +26,7 @@ from rho_actors import (
     open_supervisor,
 )
 from rho_actors._daytona import LABEL_CREATED_BY, LABEL_HOST, LABEL_SESSION, sweep_sandboxes
-from rho_actors.testing import FakeDaytona, Reply, ScriptedServer
+from rho_actors.testing import FakeDaytona, Reply, ScriptedServer, crash_next_run
 
 
 @pytest.fixture
@@ -286,3 +287,44 @@ async def test_cli_lists_sandboxes_by_label(
     (entry,) = json.loads(listed.stdout)
     assert entry["session"] == session.id and entry["orphaned"] is False
     await session.close()
+
+
+async def test_a_restart_keeps_the_sandbox_and_giving_up_deletes_it(
+    server: ScriptedServer, fake_daytona: FakeDaytona, make_remote: Callable[..., Agent]
+) -> None:
+    async with open_supervisor() as supervisor:
+        # A permanent session: the restart keeps its sandbox (and its files).
+        kept = await supervisor.start_session(make_remote())
+        server.add(Reply.tool_call("write", {"path": "a.txt", "content": "A"}), Reply.text("ok"))
+        await kept.run(prompt="write")
+        crash_next_run(kept, RuntimeError("bug in the actor"))
+        with pytest.raises(ActorCrashed):
+            await kept.run(prompt="crash")
+        server.add(Reply.tool_call("read", {"path": "a.txt"}), Reply.text("ok"))
+        await kept.run(prompt="read")
+        assert "A" in _results(server, len(server.chat_requests) - 1)[-1]
+        assert len(_live(fake_daytona)) == 1
+        # A temporary session is not restarted: its sandbox goes with it.
+        gone = await supervisor.start_session(make_remote(), restart="temporary")
+        server.add(Reply.tool_call("bash", {"command": "echo hi"}), Reply.text("ok"))
+        await gone.run(prompt="hi")
+        assert len(_live(fake_daytona)) == 2
+        crash_next_run(gone, RuntimeError("boom"))
+        with pytest.raises(ActorCrashed):
+            await gone.run(prompt="crash")
+        with trio.fail_after(10):
+            # Deleted by the Sandboxes actor in its own task: poll its effect.
+            while len(_live(fake_daytona)) != 1:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+
+
+async def test_upload_puts_a_local_file_in_the_sandbox(
+    fake_daytona: FakeDaytona, make_remote: Callable[..., Agent], tmp_path: Path
+) -> None:
+    local = tmp_path / "data.csv"
+    local.write_text("a,b\n1,2\n")
+    async with Session(make_remote()) as session:
+        where = await session.upload(local, "inputs/data.csv")
+        assert where.endswith("inputs/data.csv")
+        (sandbox,) = _live(fake_daytona)
+        assert "data.csv" in _names_under(sandbox.root)
