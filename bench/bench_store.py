@@ -8,6 +8,7 @@ a per-session writer without group commit does). Session files exist before
 the timed part starts, as they do in steady state.
 
     python bench/bench_store.py --writers 1000 --records 100
+    python bench/bench_store.py --store sqlite --store postgresql://rho@127.0.0.1:5432/postgres
 """
 
 from __future__ import annotations
@@ -59,10 +60,12 @@ def p99(latencies: list[float]) -> float:
     return ordered[int(len(ordered) * 0.99)] * 1000
 
 
-async def through_store(root: Path, writers: int, records: int) -> tuple[float, float]:
+async def through_store(
+    root: Path, writers: int, records: int, location: str | None = None
+) -> tuple[float, float]:
     latencies: list[float] = []
     # The Store actor exactly as sessions use it: a supervisor's.
-    async with open_supervisor(store=SessionStore(root)) as sup:
+    async with open_supervisor(store=SessionStore(location or root)) as sup:
         store = sup.services.store
         assert store is not None
 
@@ -151,7 +154,13 @@ def _no_abort(raise_cancel: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
 
 
 async def offered_load(
-    root: Path, writers: int, rate: float, seconds: float, *, through: str
+    root: Path,
+    writers: int,
+    rate: float,
+    seconds: float,
+    *,
+    through: str,
+    location: str | None = None,
 ) -> tuple[float, float, float]:
     """Writers each append at a fixed pace, together ``rate`` records/s.
 
@@ -173,7 +182,7 @@ async def offered_load(
             fh.flush()
 
     async with (
-        open_supervisor(store=SessionStore(root / "store")) as sup,
+        open_supervisor(store=SessionStore(location or root / "store")) as sup,
         trio.open_nursery() as nursery,
     ):
         store = sup.services.store
@@ -214,7 +223,7 @@ async def offered_load(
     return len(latencies) / elapsed, p99(latencies), p99(behind)
 
 
-async def main(writers: int, records: int, rate: float, seconds: float) -> None:
+async def main(writers: int, records: int, rate: float, seconds: float, stores: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "base").mkdir()
         base_rate, base_p99 = await per_writer_threads(Path(tmp) / "base", writers, records)
@@ -223,17 +232,48 @@ async def main(writers: int, records: int, rate: float, seconds: float) -> None:
         (Path(tmp) / "os").mkdir()
         o_base = await offered_load(Path(tmp) / "ob", writers, rate, seconds, through="threads")
         o_store = await offered_load(Path(tmp) / "os", writers, rate, seconds, through="store")
+        others = []
+        for k, location in enumerate(stores):
+            where = _fresh(location, Path(tmp), k)
+            saturated = await through_store(Path(tmp), writers, records, where)
+            (Path(tmp) / f"o{k}").mkdir()
+            offered = await offered_load(
+                Path(tmp) / f"o{k}",
+                writers,
+                rate,
+                seconds,
+                through="store",
+                location=_fresh(location, Path(tmp), k + 100),
+            )
+            others.append((location.split(":", 1)[0], saturated, offered))
     print(f"{writers} writers, each waiting for one record's ack before the next (saturation):")
     print(f"  per-writer thread appends  {base_rate:9.0f} records/s   p99 {base_p99:7.2f} ms")
     print(f"  Store actor (group commit) {rate_max:9.0f} records/s   p99 ack {ack_p99:7.2f} ms")
     print(f"  (closed loop: mean ack = writers / throughput = {writers / rate_max * 1000:.1f} ms)")
+    for name, (achieved, ack), _ in others:
+        print(f"  Store actor, {name:<13} {achieved:9.0f} records/s   p99 ack {ack:7.2f} ms")
     print(f"{writers} writers offering {rate:.0f} records/s together for {seconds:g} s:")
     print("                              achieved     p99 ack   p99 due->ack")
-    for name, (achieved, ack, late) in (
+    rows = [
         ("per-writer thread appends ", o_base),
         ("Store actor (group commit)", o_store),
-    ):
+        *((f"Store actor, {name:<13}", offered) for name, _, offered in others),
+    ]
+    for name, (achieved, ack, late) in rows:
         print(f"  {name} {achieved:9.0f}/s {ack:8.2f} ms {late:9.2f} ms")
+
+
+def _fresh(location: str, tmp: Path, k: int) -> str:
+    """A new, empty store at ``location``'s kind: its own SQLite file, or a new
+    PostgreSQL database on the given server."""
+    if location == "sqlite":
+        return f"sqlite:{tmp / f'bench-{k}.db'}"
+    import psycopg
+
+    name = f"rho_bench_{os.getpid()}_{k}"
+    with psycopg.connect(location, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return location.rsplit("/", 1)[0] + f"/{name}"
 
 
 if __name__ == "__main__":
@@ -242,8 +282,16 @@ if __name__ == "__main__":
     parser.add_argument("--records", type=int, default=100)
     parser.add_argument("--rate", type=float, default=50_000, help="offered records/s")
     parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument(
+        "--store",
+        action="append",
+        default=[],
+        metavar="KIND",
+        help="also measure 'sqlite', or a PostgreSQL server's postgresql:// URL "
+        "(a database per measurement is created on it); repeatable",
+    )
     parser.add_argument("--unpinned", action="store_true")
     args = parser.parse_args()
     if not args.unpinned:
         pin_to_core_0()
-    trio.run(main, args.writers, args.records, args.rate, args.seconds)
+    trio.run(main, args.writers, args.records, args.rate, args.seconds, args.store)

@@ -2,6 +2,8 @@
 # Install the system tools the test suite exercises for real:
 #   bubblewrap (bwrap)  the shell tool's OS sandbox
 #   ripgrep (rg)        the grep tool's fast path (a Python fallback is tested too)
+#   postgresql          the PostgreSQL store's tests start a throw-away server
+#                       (tests/pg_server.py: initdb + pg_ctl, as an unprivileged user)
 #
 # Idempotent and quiet: installs only what is missing, never prompts, and
 # exits 0 when it cannot install (no apt-get, not root): the tests that need
@@ -11,6 +13,9 @@ set -u
 missing=""
 command -v bwrap >/dev/null 2>&1 || missing="$missing bubblewrap"
 command -v rg >/dev/null 2>&1 || missing="$missing ripgrep"
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    missing="$missing postgresql"
+fi
 
 if [ -z "$missing" ]; then
     exit 0

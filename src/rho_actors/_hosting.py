@@ -36,8 +36,13 @@ class SessionStoreHandle(Protocol):
     async def aread_meta(self, session_id: str) -> dict[str, Any] | None: ...
 
     @property
-    def path(self) -> Path:
+    def location(self) -> str:
         """Where the sessions live (what tells two stores apart)."""
+        ...
+
+    @property
+    def path(self) -> Path:
+        """The store's directory (or database file), for messages."""
         ...
 
 

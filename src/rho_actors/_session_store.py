@@ -32,8 +32,11 @@ from ._session import Session
 from ._state import State
 from ._store._actor import StoreRef
 from ._store._backend import DirectoryBackend, SessionInfo, StoreBackend
+from ._store._sql import is_sql_location, open_sql_backend
 
 SESSIONS_DIR_ENV = "RHO_ACTORS_SESSIONS_DIR"
+# A store location (directory, sqlite:PATH, postgresql://...) used when none is given.
+STORE_ENV = "RHO_ACTORS_STORE"
 
 T = TypeVar("T")
 
@@ -44,7 +47,13 @@ def default_sessions_dir() -> Path:
 
 
 class SessionStore:
-    """Creates, lists and resumes persisted sessions."""
+    """Creates, lists and resumes persisted sessions.
+
+    ``path`` is a directory of JSONL session folders (the default), or a
+    database: ``sqlite:PATH`` for one SQLite file, ``postgresql://...`` for
+    PostgreSQL. Without one, ``$RHO_ACTORS_STORE`` is used, else the
+    sessions directory (``$RHO_ACTORS_SESSIONS_DIR``).
+    """
 
     def __init__(
         self,
@@ -55,13 +64,23 @@ class SessionStore:
     ) -> None:
         if backend is not None and path is not None:
             raise TypeError("pass a path or a backend, not both")
+        if path is None and backend is None:
+            path = os.environ.get(STORE_ENV) or None
+        if isinstance(path, str) and is_sql_location(path):
+            backend = open_sql_backend(path)
+            path = None
         if path is not None:
-            self.path = Path(path)
+            self.path = Path(path).expanduser()
         elif isinstance(backend, DirectoryBackend):
             self.path = backend.root
+        elif backend is not None:
+            self.path = Path(getattr(backend, "location", "store"))
         else:
             self.path = default_sessions_dir()
         self.backend: StoreBackend = backend or DirectoryBackend(self.path, fsync=fsync)
+        # Where the store is, as a person reads it (a directory, a database
+        # file, a PostgreSQL URL without its password).
+        self.location = str(getattr(self.backend, "location", self.path))
         # Held by every user of the backend: the Store actor around each
         # batch, a synchronous call for its duration.
         self.lock = threading.Lock()
@@ -224,7 +243,10 @@ class SessionStore:
 
     def _parse_config(self, session_id: str, text: str) -> tuple[Any, str]:
         """A stored config.yaml's data, and the file it came from (for errors)."""
-        where = str(self.path / session_id / "config.yaml")
+        if isinstance(self.backend, DirectoryBackend):
+            where = str(self.path / session_id / "config.yaml")
+        else:
+            where = f"{self.location} (session {session_id}, config)"
         try:
             return yaml.safe_load(text) or {}, where
         except yaml.YAMLError as exc:
@@ -259,4 +281,4 @@ class SessionStore:
         return infos[-1].id if infos else None
 
     def __repr__(self) -> str:
-        return f"SessionStore({str(self.path)!r})"
+        return f"SessionStore({self.location!r})"

@@ -144,7 +144,7 @@ class Supervisor(Supervision, metaclass=NoPublicConstructor):
         if (
             session._store is not None
             and self.store is not None
-            and session._store.path != self.store.path
+            and session._store.location != self.store.location
         ):
             raise RhoError(
                 "the session belongs to another store than the supervisor's",

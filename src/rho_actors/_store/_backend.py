@@ -433,7 +433,6 @@ class DirectoryBackend:
 
         Raises :class:`StoreError` (naming the file) if neither can be read.
         """
-        meta = r.decode_meta(self.read_meta(session_id))
         size = self._trace_size(session_id)
         if size is None:
             raise StoreError(
@@ -441,40 +440,11 @@ class DirectoryBackend:
                 path=str(self._dir(session_id)),
                 session_id=session_id,
             )
-        if meta is not None and meta.trace_size == size:
-            status = meta.status
-        elif meta is not None and meta.status == "running" and _live_pid(meta.pid):
-            # A live process is writing this trace right now: nothing to rebuild.
-            status = "running"
-        else:
-            meta = self.rebuild_meta(session_id, meta)
-            status = meta.status
-        if status == "running" and not _live_pid(meta.pid):
-            status = "interrupted"  # a run start without a run end, and nobody running it
-        return info_from_meta(meta, status)
+        return current_info(session_id, self.read_meta(session_id), size, self.load)
 
     def rebuild_meta(self, session_id: str, cached: r.SessionMeta | None) -> r.SessionMeta:
         """Meta derived from the trace (what a missing or stale meta.json should say)."""
-        envelopes = self.load(session_id)
-        state = State.replay(envelopes, session_id)
-        meta = cached if cached is not None else r.SessionMeta(id=session_id)
-        meta.id = session_id
-        for envelope in envelopes:
-            record = envelope.record
-            if isinstance(record, r.SessionStarted):
-                meta.created_at = meta.created_at or record.created_at
-                meta.model = meta.model or record.model
-                meta.profile = meta.profile or record.profile
-            elif isinstance(record, r.RunStarted) and not meta.first_prompt:
-                meta.first_prompt = record.prompt[:500]
-        meta.status = state.status
-        meta.run_count = state.run_count
-        meta.total_tokens = int(state.usage.get("total_tokens", 0))
-        if envelopes:
-            meta.updated_at = envelopes[-1].ts
-        if state.status != "running":
-            meta.current_tool = None
-        return meta
+        return meta_from_trace(session_id, self.load(session_id), cached)
 
     def list(self) -> list[SessionInfo]:
         try:
@@ -493,13 +463,69 @@ class DirectoryBackend:
             try:
                 infos.append(self.info(entry.name))
             except StoreError as exc:
-                infos.append(_corrupt_info(entry.name, exc))
+                infos.append(corrupt_info(entry.name, exc))
         infos.sort(key=lambda info: info.created_at)
         return infos
 
     def close(self) -> None:
         for session_id in list(self._handles):
             self.release(session_id)
+
+
+def current_info(
+    session_id: str,
+    raw_meta: dict[str, Any] | None,
+    trace_size: int,
+    load: Callable[[str], list[r.Envelope]],
+) -> SessionInfo:
+    """A session's listing from its cached meta when the meta is current (stamped
+    with the trace's present size), else from its trace; ``load`` reads the trace.
+
+    Shared by every backend: what "current" and "interrupted" mean must not
+    depend on where the trace is kept.
+    """
+    meta = r.decode_meta(raw_meta)
+    if meta is not None and meta.trace_size == trace_size:
+        status = meta.status
+    elif meta is not None and meta.status == "running" and _live_pid(meta.pid):
+        # A live process is writing this trace right now: nothing to rebuild.
+        status = "running"
+    else:
+        meta = meta_from_trace(session_id, load(session_id), meta)
+        status = meta.status
+    if status == "running" and not _live_pid(meta.pid):
+        status = "interrupted"  # a run start without a run end, and nobody running it
+    return info_from_meta(meta, status)
+
+
+def meta_from_trace(
+    session_id: str, envelopes: list[r.Envelope], cached: r.SessionMeta | None
+) -> r.SessionMeta:
+    """Meta derived from a trace (what a missing or stale cached meta should say)."""
+    state = State.replay(envelopes, session_id)
+    meta = cached if cached is not None else r.SessionMeta(id=session_id)
+    meta.id = session_id
+    for envelope in envelopes:
+        record = envelope.record
+        if isinstance(record, r.SessionStarted):
+            meta.created_at = meta.created_at or record.created_at
+            meta.model = meta.model or record.model
+            meta.profile = meta.profile or record.profile
+        elif isinstance(record, r.RunStarted) and not meta.first_prompt:
+            meta.first_prompt = record.prompt[:500]
+    meta.status = state.status
+    meta.run_count = state.run_count
+    meta.total_tokens = int(state.usage.get("total_tokens", 0))
+    if envelopes:
+        meta.updated_at = envelopes[-1].ts
+    if state.status != "running":
+        meta.current_tool = None
+    return meta
+
+
+def meta_json(meta: Mapping[str, Any], trace_size: int | None) -> bytes:
+    """The cached meta as stored: stamped with the trace size it describes."""
+    return _meta_bytes(meta, trace_size)
 
 
 def _meta_bytes(meta: Mapping[str, Any], trace_size: int | None) -> bytes:
@@ -511,7 +537,7 @@ def _live_pid(pid: int | None) -> bool:
     return pid is not None and pid_alive(pid)
 
 
-def _corrupt_info(session_id: str, exc: StoreError) -> SessionInfo:
+def corrupt_info(session_id: str, exc: StoreError) -> SessionInfo:
     return SessionInfo(
         id=session_id,
         status="corrupt",

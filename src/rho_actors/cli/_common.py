@@ -21,7 +21,7 @@ import attrs
 
 from .._agent import Agent
 from .._config import AgentConfig
-from .._errors import ConfigError, RhoError
+from .._errors import ConfigError, RhoError, StoreError
 from .._session_store import SessionStore
 from .._store._backend import SessionInfo
 
@@ -131,9 +131,9 @@ def parse_var(text: str) -> tuple[str, str]:
 def add_store_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--store",
-        metavar="DIR",
-        help="sessions directory (default: $RHO_ACTORS_SESSIONS_DIR or "
-        "~/.config/rho-actors/sessions)",
+        metavar="LOCATION",
+        help="a sessions directory, sqlite:FILE or postgresql://... (default: "
+        "$RHO_ACTORS_STORE, else $RHO_ACTORS_SESSIONS_DIR or ~/.config/rho-actors/sessions)",
     )
 
 
@@ -199,9 +199,13 @@ def output_path(value: str | None) -> Path | None:
 
 
 def open_store(args: argparse.Namespace) -> SessionStore:
-    """The ``--store`` directory, else the default one (which honours the environment)."""
-    path = getattr(args, "store", None)
-    return SessionStore(Path(path).expanduser()) if path else SessionStore()
+    """The ``--store`` location (a directory, ``sqlite:PATH`` or ``postgresql://...``),
+    else the default one (``$RHO_ACTORS_STORE``, else the sessions directory)."""
+    location = getattr(args, "store", None)
+    try:
+        return SessionStore(location) if location else SessionStore()
+    except StoreError as exc:
+        raise UsageError(f"--store: {exc}") from None
 
 
 def resolve_session(store: SessionStore, prefix: str) -> SessionInfo:
@@ -210,7 +214,9 @@ def resolve_session(store: SessionStore, prefix: str) -> SessionInfo:
     exact = [info for info in infos if info.id == prefix]
     matches = exact or [info for info in infos if info.id.startswith(prefix)]
     if not matches:
-        raise UsageError(f"no session {prefix!r} in {store.path} (see `rho-actors sessions list`)")
+        raise UsageError(
+            f"no session {prefix!r} in {store.location} (see `rho-actors sessions list`)"
+        )
     if len(matches) > 1:
         shown = ", ".join(info.id[:12] for info in matches[:5])
         raise UsageError(f"session id {prefix!r} is ambiguous: it matches {shown}")
@@ -218,8 +224,8 @@ def resolve_session(store: SessionStore, prefix: str) -> SessionInfo:
 
 
 def stored_config(store: SessionStore, session_id: str) -> AgentConfig:
-    """The AgentConfig a session was created with, from its ``config.yaml``."""
-    return AgentConfig.from_file(store.path / session_id / "config.yaml")
+    """The AgentConfig a session was created with, from its stored ``config.yaml``."""
+    return store.agent_for(session_id).config
 
 
 def short_id(session_id: str) -> str:

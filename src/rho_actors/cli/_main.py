@@ -16,7 +16,17 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeAlias
 
 from .. import __version__
-from . import _chat, _demo, _dispatch, _monitor, _profiles, _run, _sandboxes, _sessions
+from . import (
+    _chat,
+    _demo,
+    _dispatch,
+    _monitor,
+    _profiles,
+    _run,
+    _sandboxes,
+    _sessions,
+    _store,
+)
 from ._common import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
@@ -93,6 +103,7 @@ def build_parser() -> ArgumentParser:
     _add_monitor(commands, common)
     _add_profiles(commands, common)
     _add_sandboxes(commands, common)
+    _add_store(commands, common)
     _add_demo(commands, common)
     return parser
 
@@ -206,6 +217,19 @@ def _add_profiles(commands: Subcommands, common: ArgumentParser) -> None:
     _command(actions, common, "list", _profiles.list_main, "the profiles you can name")
     show = _command(actions, common, "show", _profiles.show_main, "every field of a profile")
     show.add_argument("name", metavar="NAME", help="a profile name or a YAML path")
+
+
+def _add_store(commands: Subcommands, common: ArgumentParser) -> None:
+    store = commands.add_parser("store", help="the session store itself", parents=[common])
+    actions = store.add_subparsers(dest="action", required=True, metavar="ACTION")
+    migrate = _command(
+        actions,
+        common,
+        "migrate",
+        _store.migrate_main,
+        "bring a database store's schema up to date",
+    )
+    add_store_flag(migrate)
 
 
 def _add_sandboxes(commands: Subcommands, common: ArgumentParser) -> None:

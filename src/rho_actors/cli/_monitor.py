@@ -71,7 +71,7 @@ def sessions_table(store: SessionStore, infos: list[SessionInfo], limit: int) ->
     ordered = sorted(infos, key=lambda i: (i.status != "running", -_updated(i).timestamp()))
     running = sum(1 for info in infos if info.status == "running")
     table = Table(
-        title=f"{store.path} · {len(infos)} sessions · {running} running",
+        title=f"{store.location} · {len(infos)} sessions · {running} running",
         title_justify="left",
         caption=f"{len(infos) - limit} more not shown" if len(infos) > limit else None,
     )

@@ -45,9 +45,9 @@ def list_main(args: argparse.Namespace) -> int:
     infos = store.list()
     console = Console(highlight=False)
     if not infos:
-        console.print(f"no sessions in {store.path}")
+        console.print(f"no sessions in {store.location}")
         return EXIT_OK
-    console.print(sessions_table(infos, title=str(store.path)))
+    console.print(sessions_table(infos, title=str(store.location)))
     return EXIT_OK
 
 

@@ -1,0 +1,408 @@
+"""SQL backends: one SQLite file, or a PostgreSQL database, behind the one Store actor.
+
+The semantics are the directory backend's, in tables instead of files:
+
+* ``rho_records`` holds each session's encoded trace lines, numbered
+  ``0, 1, 2, ...`` per session (the records carry their own ``seq``); a
+  group commit is one transaction with a multi-row insert per session, and
+  a session whose part fails (inside its own savepoint) fails alone.
+* ``rho_sessions`` holds the config, the cached meta (stamped, as
+  ``meta.json`` is, with the record count it describes) and that count;
+  a session is created whole (row and first records) in one transaction.
+* Replay, listing, interrupted runs and stale metas go through the same
+  functions as the directory backend (``current_info``, ``meta_from_trace``).
+
+Schema versions live in ``rho_schema``; :func:`migrate` applies what is
+missing on first use (and for ``rho-actors store migrate``), under an
+advisory lock on PostgreSQL so that two processes starting together do not
+both apply a migration.
+
+Like every backend, its methods block and are called from the Store
+actor's worker thread, one at a time. PostgreSQL goes through psycopg 3's
+synchronous API and a small ``psycopg_pool`` pool (the optional
+``rho-actors[postgres]`` extra); SQLite is the standard library's, in WAL
+mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from .. import _records as r
+from .._errors import StoreError
+from .._secrets import redact_url
+from .._state import parse_trace
+from ._backend import SessionInfo, corrupt_info, current_info, meta_json
+
+__all__ = ["SQLBackend", "is_sql_location", "migrate", "open_sql_backend"]
+
+# Each migration is the SQL of one schema version, applied in order, once.
+# `{blob}` and `{real}` are the dialect's names for text and float columns.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE rho_sessions (
+            id TEXT PRIMARY KEY,
+            config TEXT NOT NULL,
+            meta TEXT NOT NULL,
+            records BIGINT NOT NULL DEFAULT 0,
+            created_at {real} NOT NULL
+        )""",
+        """CREATE TABLE rho_records (
+            session_id TEXT NOT NULL REFERENCES rho_sessions (id),
+            n BIGINT NOT NULL,
+            line TEXT NOT NULL,
+            PRIMARY KEY (session_id, n)
+        )""",
+        """CREATE TABLE rho_cancels (
+            session_id TEXT PRIMARY KEY,
+            reason TEXT NOT NULL,
+            requested_at {real} NOT NULL
+        )""",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def is_sql_location(location: str) -> bool:
+    """Whether a store location names a database rather than a directory."""
+    return location.startswith(("postgresql://", "postgres://", "sqlite:"))
+
+
+class _Dialect:
+    """What differs between SQLite and PostgreSQL, in one place."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.real = "DOUBLE PRECISION" if name == "postgresql" else "REAL"
+
+    def sql(self, text: str) -> str:
+        return text.replace("?", "%s") if self.name == "postgresql" else text
+
+
+class SQLBackend:
+    """The store in SQL tables; see the module docstring."""
+
+    def __init__(
+        self,
+        connect: Callable[[], contextlib.AbstractContextManager[Any]],
+        *,
+        dialect: str,
+        location: str,
+        close: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._connect = connect
+        self._dialect = _Dialect(dialect)
+        self._close = close
+        self.location = location
+
+    # --- plumbing -----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _tx(self, what: str, session_id: str | None = None) -> Iterator[Any]:
+        """A connection in one transaction; database failures become StoreErrors."""
+        try:
+            with self._connect() as conn:
+                yield conn
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(
+                f"cannot {what} ({type(exc).__name__}: {exc})".strip(),
+                path=self.location,
+                session_id=session_id,
+            ) from exc
+
+    def _q(self, conn: Any, text: str, args: tuple[Any, ...] = ()) -> Any:
+        return conn.execute(self._dialect.sql(text), args)
+
+    # --- writes ---------------------------------------------------------------------
+
+    def create(
+        self, session_id: str, config_yaml: str, meta: Mapping[str, Any], lines: list[bytes]
+    ) -> None:
+        with self._tx("create session", session_id) as conn:
+            if self._q(conn, "SELECT 1 FROM rho_sessions WHERE id = ?", (session_id,)).fetchone():
+                raise StoreError(
+                    "session already exists", path=self.location, session_id=session_id
+                )
+            self._q(
+                conn,
+                "INSERT INTO rho_sessions (id, config, meta, records, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (
+                    session_id,
+                    config_yaml,
+                    meta_json(meta, len(lines)).decode(),
+                    len(lines),
+                    time.time(),
+                ),
+            )
+            self._insert(conn, session_id, 0, lines)
+
+    def _insert(self, conn: Any, session_id: str, first: int, lines: list[bytes]) -> None:
+        rows = [(session_id, first + i, _line(raw)) for i, raw in enumerate(lines)]
+        if rows:
+            insert = "INSERT INTO rho_records (session_id, n, line) VALUES (?, ?, ?)"
+            conn.cursor().executemany(self._dialect.sql(insert), rows)
+
+    def append(self, batch: Mapping[str, list[bytes]]) -> dict[str, StoreError]:
+        """One transaction for the whole group commit; each session in a savepoint."""
+        failures: dict[str, StoreError] = {}
+        with self._tx("append to traces") as conn:
+            for session_id, lines in batch.items():
+                try:
+                    self._q(conn, "SAVEPOINT rho_append")
+                    row = self._q(
+                        conn,
+                        "UPDATE rho_sessions SET records = records + ? WHERE id = ? "
+                        "RETURNING records",
+                        (len(lines), session_id),
+                    ).fetchone()
+                    if row is None:
+                        raise StoreError(
+                            "no such session", path=self.location, session_id=session_id
+                        )
+                    self._insert(conn, session_id, int(row[0]) - len(lines), lines)
+                    self._q(conn, "RELEASE SAVEPOINT rho_append")
+                except Exception as exc:
+                    self._q(conn, "ROLLBACK TO SAVEPOINT rho_append")
+                    self._q(conn, "RELEASE SAVEPOINT rho_append")
+                    failures[session_id] = (
+                        exc
+                        if isinstance(exc, StoreError)
+                        else StoreError(
+                            f"cannot append to trace ({type(exc).__name__}: {exc})",
+                            path=self.location,
+                            session_id=session_id,
+                        )
+                    )
+        return failures
+
+    def write_meta(self, session_id: str, meta: Mapping[str, Any]) -> None:
+        with self._tx("write meta", session_id) as conn:
+            row = self._q(
+                conn, "SELECT records FROM rho_sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+            if row is None:
+                raise StoreError("no such session", path=self.location, session_id=session_id)
+            self._q(
+                conn,
+                "UPDATE rho_sessions SET meta = ? WHERE id = ?",
+                (meta_json(meta, int(row[0])).decode(), session_id),
+            )
+
+    def write_config(self, session_id: str, config_yaml: str) -> None:
+        with self._tx("write config", session_id) as conn:
+            self._q(
+                conn, "UPDATE rho_sessions SET config = ? WHERE id = ?", (config_yaml, session_id)
+            )
+
+    def request_cancel(self, session_id: str, reason: str) -> None:
+        with self._tx("request cancel", session_id) as conn:
+            self._q(conn, "DELETE FROM rho_cancels WHERE session_id = ?", (session_id,))
+            self._q(
+                conn,
+                "INSERT INTO rho_cancels (session_id, reason, requested_at) VALUES (?, ?, ?)",
+                (session_id, reason, time.time()),
+            )
+
+    def take_cancel_requests(self) -> dict[str, str]:
+        with self._tx("read cancel requests") as conn:
+            rows = self._q(conn, "DELETE FROM rho_cancels RETURNING session_id, reason").fetchall()
+        return {str(sid): str(reason) or "cancelled from another process" for sid, reason in rows}
+
+    # --- reads ------------------------------------------------------------------------
+
+    def exists(self, session_id: str) -> bool:
+        with self._tx("look up session", session_id) as conn:
+            found = self._q(conn, "SELECT 1 FROM rho_sessions WHERE id = ?", (session_id,))
+            return found.fetchone() is not None
+
+    def load(self, session_id: str) -> list[r.Envelope]:
+        with self._tx("read trace", session_id) as conn:
+            if not self._q(
+                conn, "SELECT 1 FROM rho_sessions WHERE id = ?", (session_id,)
+            ).fetchone():
+                raise StoreError("no such session", path=self.location, session_id=session_id)
+            rows = self._q(
+                conn, "SELECT line FROM rho_records WHERE session_id = ? ORDER BY n", (session_id,)
+            ).fetchall()
+        data = "".join(str(line) + "\n" for (line,) in rows).encode()
+        try:
+            return parse_trace(data, where=f"{self.location} session {session_id}")
+        except StoreError as exc:
+            raise StoreError(exc.message, session_id=session_id, operation="load") from exc
+
+    def read_meta(self, session_id: str) -> dict[str, Any] | None:
+        with self._tx("read meta", session_id) as conn:
+            row = self._q(
+                conn, "SELECT meta FROM rho_sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+        return _decode(row[0]) if row is not None else None
+
+    def read_config(self, session_id: str) -> str | None:
+        with self._tx("read config", session_id) as conn:
+            row = self._q(
+                conn, "SELECT config FROM rho_sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+        return str(row[0]) if row is not None else None
+
+    def list(self) -> list[SessionInfo]:
+        with self._tx("list sessions") as conn:
+            rows = self._q(conn, "SELECT id, meta, records FROM rho_sessions").fetchall()
+        infos: list[SessionInfo] = []
+        for session_id, meta, records in rows:
+            try:
+                infos.append(current_info(str(session_id), _decode(meta), int(records), self.load))
+            except StoreError as exc:
+                infos.append(corrupt_info(str(session_id), exc))
+        infos.sort(key=lambda info: info.created_at)
+        return infos
+
+    def release(self, session_id: str) -> None:
+        """Nothing is held per session (connections belong to the pool)."""
+
+    def close(self) -> None:
+        self._close()
+
+
+def _line(raw: bytes) -> str:
+    return raw.decode("utf-8").rstrip("\n")
+
+
+def _decode(text: Any) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def migrate(conn: Any, dialect: str) -> int:
+    """Bring the schema up to date inside ``conn``'s transaction; returns the version."""
+    d = _Dialect(dialect)
+    if dialect == "postgresql":
+        # Serialises concurrent first uses; released when the transaction ends.
+        conn.execute("SELECT pg_advisory_xact_lock(7164813)")
+    conn.execute(
+        d.sql(
+            f"CREATE TABLE IF NOT EXISTS rho_schema (version INTEGER PRIMARY KEY, "
+            f"applied_at {d.real} NOT NULL)"
+        )
+    )
+    row = conn.execute("SELECT max(version) FROM rho_schema").fetchone()
+    current = int(row[0]) if row is not None and row[0] is not None else 0
+    if current > SCHEMA_VERSION:
+        raise StoreError(
+            f"the database's schema is version {current}, newer than this rho-actors "
+            f"({SCHEMA_VERSION}); upgrade rho-actors"
+        )
+    for version in range(current + 1, SCHEMA_VERSION + 1):
+        for statement in MIGRATIONS[version - 1]:
+            conn.execute(statement.format(real=d.real, blob="TEXT"))
+        conn.execute(
+            d.sql("INSERT INTO rho_schema (version, applied_at) VALUES (?, ?)"),
+            (version, time.time()),
+        )
+    return SCHEMA_VERSION
+
+
+def open_sql_backend(location: str) -> SQLBackend:
+    """A backend for ``sqlite:PATH`` (or ``sqlite:///PATH``) or ``postgresql://...``,
+    with its schema migrated to the current version."""
+    if location.startswith("sqlite:"):
+        return _open_sqlite(location)
+    return _open_postgres(location)
+
+
+def _open_sqlite(location: str) -> SQLBackend:
+    path = location.removeprefix("sqlite:")
+    if path.startswith("///"):
+        path = path[2:]
+    elif path.startswith("//"):
+        raise StoreError("a SQLite store is sqlite:PATH or sqlite:///ABSOLUTE/PATH", path=location)
+    if not path:
+        raise StoreError("no database file in the SQLite location", path=location)
+
+    def connect_raw() -> sqlite3.Connection:
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    # One connection, used from one thread at a time (the Store actor's
+    # worker, or a caller holding the store's lock). Closing (a supervisor
+    # ending) drops it; the next use opens it again, as a directory store's
+    # trace files are reopened.
+    held: list[sqlite3.Connection] = []
+
+    def connect() -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        if not held:
+            held.append(connect_raw())
+        return _sqlite_tx(held[0])
+
+    def close() -> None:
+        while held:
+            held.pop().close()
+
+    try:
+        with connect() as conn:
+            migrate(conn, "sqlite")
+    except sqlite3.Error as exc:
+        close()
+        raise StoreError(f"cannot open the SQLite store ({exc})", path=path) from exc
+    return SQLBackend(connect, dialect="sqlite", location=path, close=close)
+
+
+@contextlib.contextmanager
+def _sqlite_tx(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _open_postgres(location: str) -> SQLBackend:
+    try:
+        import psycopg
+        from psycopg_pool import ConnectionPool
+    except ImportError:
+        raise StoreError(
+            "a PostgreSQL store needs psycopg: pip install 'rho-actors[postgres]'",
+            path=redact_url(location),
+        ) from None
+    shown = redact_url(location)
+    # The pool is opened on first use and closed with the backend (a
+    # supervisor ending); the next use opens a new one.
+    pools: list[Any] = []
+
+    @contextlib.contextmanager
+    def connect() -> Iterator[Any]:
+        if not pools:
+            pools.append(ConnectionPool(location, min_size=1, max_size=4, open=True, timeout=30))
+        with pools[0].connection() as conn, conn.transaction():
+            yield conn
+
+    def close() -> None:
+        while pools:
+            pools.pop().close()
+
+    # One plain connection first: a refused or misaddressed server fails at
+    # once with libpq's own message, not after the pool's wait.
+    try:
+        with psycopg.connect(location, connect_timeout=10) as conn, conn.transaction():
+            migrate(conn, "postgresql")
+    except psycopg.Error as exc:
+        # libpq's first line names the host and port, never the password.
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        raise StoreError(f"cannot open the PostgreSQL store ({detail})", path=shown) from None
+    return SQLBackend(connect, dialect="postgresql", location=shown, close=close)
