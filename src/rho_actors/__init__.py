@@ -104,6 +104,9 @@ from ._tools import ToolHandler as ToolHandler
 from ._tools import ToolOutput as ToolOutput
 from ._tools import ToolRegistry as ToolRegistry
 from ._tools import function_tool as function_tool
+from ._workers import QueuedRun as QueuedRun
+from ._workers import enqueue as enqueue
+from ._workers import serve_worker as serve_worker
 
 __version__ = "0.1.0"
 
@@ -125,6 +128,7 @@ __all__ = [
     "CompactResult",
     "ConfigError",
     "ContextLengthExceeded",
+    "DaytonaBackend",
     "DirectoryBackend",
     "EventStream",
     "EventStreamOverflow",
@@ -139,10 +143,12 @@ __all__ = [
     "PendingApproval",
     "PermissionProfile",
     "Prompt",
+    "QueuedRun",
     "Reconfigure",
     "RhoError",
     "RunResult",
     "RuntimeOptions",
+    "SandboxError",
     "Session",
     "SessionInfo",
     "SessionMonitor",
@@ -167,6 +173,7 @@ __all__ = [
     "close_runtime",
     "create_runtime",
     "dispatch_prompt",
+    "enqueue",
     "fan_out",
     "function_tool",
     "list_profiles",
@@ -175,5 +182,6 @@ __all__ = [
     "race",
     "reconfigure_runtime",
     "run_prompt",
+    "serve_worker",
     "start_runtime",
 ]

@@ -388,8 +388,9 @@ async def _sweep_idle(
 
 
 # How often a supervisor with a store looks for cancel requests made by other
-# processes (``rho-actors monitor --cancel``).
-CANCEL_POLL_INTERVAL = 0.5
+# processes (``rho-actors monitor --cancel``, a queued run's cancel): a
+# directory scan or one small query, cheap enough ten times a second.
+CANCEL_POLL_INTERVAL = 0.1
 
 
 async def _watch_cancel_requests(supervisor: Supervisor, scope: trio.CancelScope) -> None:

@@ -26,6 +26,7 @@ mode.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import sqlite3
@@ -64,6 +65,38 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             requested_at {real} NOT NULL
         )""",
     ),
+    (
+        """CREATE TABLE rho_queue (
+            id TEXT PRIMARY KEY,
+            session_id TEXT NOT NULL,
+            prompt TEXT NOT NULL,
+            config TEXT NOT NULL,
+            status TEXT NOT NULL,
+            worker TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            run_number INTEGER,
+            created_at {real} NOT NULL,
+            claimed_at {real},
+            finished_at {real},
+            result TEXT
+        )""",
+        "CREATE INDEX rho_queue_status ON rho_queue (status, created_at)",
+        """CREATE TABLE rho_leases (
+            session_id TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            generation BIGINT NOT NULL,
+            expires_at {real} NOT NULL
+        )""",
+        """CREATE TABLE rho_workers (
+            id TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            capacity INTEGER NOT NULL,
+            running INTEGER NOT NULL,
+            heartbeat_at {real} NOT NULL,
+            started_at {real} NOT NULL
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -99,6 +132,10 @@ class SQLBackend:
         self._dialect = _Dialect(dialect)
         self._close = close
         self.location = location
+        # Sessions this process hosts under a lease (session id to owner and
+        # generation): their appends are fenced, so a process that lost its
+        # lease (it stalled past the expiry) can no longer write.
+        self.leases: dict[str, tuple[str, int]] = {}
 
     # --- plumbing -----------------------------------------------------------------
 
@@ -151,10 +188,76 @@ class SQLBackend:
             conn.cursor().executemany(self._dialect.sql(insert), rows)
 
     def append(self, batch: Mapping[str, list[bytes]]) -> dict[str, StoreError]:
-        """One transaction for the whole group commit; each session in a savepoint."""
+        """One transaction for the whole group commit.
+
+        On PostgreSQL the batch goes in three statements whatever its size:
+        one UPDATE of every session's record count (``unnest`` of two
+        arrays), one ``COPY`` of every record. Only if that fails is the
+        batch retried session by session, each in its own savepoint, so that
+        one failing session fails alone.
+        """
+        if self._dialect.name == "postgresql":
+            try:
+                return self._append_bulk(batch)
+            except StoreError:
+                pass  # find out which session it was, one by one
+        return self._append_each(batch)
+
+    def _fence(self, conn: Any, session_ids: list[str]) -> dict[str, StoreError]:
+        """Sessions of the batch whose lease this process no longer holds."""
+        held = [sid for sid in session_ids if sid in self.leases]
+        lost: dict[str, StoreError] = {}
+        for sid in held:
+            owner, generation = self.leases[sid]
+            lock = " FOR UPDATE" if self._dialect.name == "postgresql" else ""
+            row = self._q(
+                conn,
+                "SELECT 1 FROM rho_leases WHERE session_id = ? AND owner = ? AND generation = ?"
+                + lock,
+                (sid, owner, generation),
+            ).fetchone()
+            if row is None:
+                lost[sid] = StoreError(
+                    "lease lost: another process hosts this session now; not written",
+                    path=self.location,
+                    session_id=sid,
+                )
+        return lost
+
+    def _append_bulk(self, batch: Mapping[str, list[bytes]]) -> dict[str, StoreError]:
         failures: dict[str, StoreError] = {}
         with self._tx("append to traces") as conn:
+            failures.update(self._fence(conn, list(batch)))
+            ids = [sid for sid in batch if sid not in failures]
+            counts = [len(batch[sid]) for sid in ids]
+            rows = conn.execute(
+                "UPDATE rho_sessions AS s SET records = s.records + v.k "
+                "FROM unnest(%s::text[], %s::bigint[]) AS v(id, k) "
+                "WHERE s.id = v.id RETURNING s.id, s.records",
+                (ids, counts),
+            ).fetchall()
+            ends = {str(sid): int(records) for sid, records in rows}
+            with conn.cursor().copy("COPY rho_records (session_id, n, line) FROM STDIN") as copy:
+                for sid in ids:
+                    end = ends.get(sid)
+                    if end is None:
+                        failures[sid] = StoreError(
+                            "no such session", path=self.location, session_id=sid
+                        )
+                        continue
+                    lines = batch[sid]
+                    first = end - len(lines)
+                    for i, raw in enumerate(lines):
+                        copy.write_row((sid, first + i, _line(raw)))
+        return failures
+
+    def _append_each(self, batch: Mapping[str, list[bytes]]) -> dict[str, StoreError]:
+        failures: dict[str, StoreError] = {}
+        with self._tx("append to traces") as conn:
+            failures.update(self._fence(conn, list(batch)))
             for session_id, lines in batch.items():
+                if session_id in failures:
+                    continue
                 try:
                     self._q(conn, "SAVEPOINT rho_append")
                     row = self._q(
@@ -212,8 +315,21 @@ class SQLBackend:
             )
 
     def take_cancel_requests(self) -> dict[str, str]:
+        """Cancel requests for this process: for the sessions it holds leases on
+        when it holds any (a worker), else all of them (one process per store)."""
         with self._tx("read cancel requests") as conn:
-            rows = self._q(conn, "DELETE FROM rho_cancels RETURNING session_id, reason").fetchall()
+            if self.leases:
+                rows = []
+                for sid in list(self.leases):
+                    rows += self._q(
+                        conn,
+                        "DELETE FROM rho_cancels WHERE session_id = ? RETURNING session_id, reason",
+                        (sid,),
+                    ).fetchall()
+            else:
+                rows = self._q(
+                    conn, "DELETE FROM rho_cancels RETURNING session_id, reason"
+                ).fetchall()
         return {str(sid): str(reason) or "cancelled from another process" for sid, reason in rows}
 
     # --- reads ------------------------------------------------------------------------
@@ -263,6 +379,204 @@ class SQLBackend:
                 infos.append(corrupt_info(str(session_id), exc))
         infos.sort(key=lambda info: info.created_at)
         return infos
+
+    # --- the run queue, leases and workers (see rho_actors._workers) ---------------
+
+    def enqueue(self, job_id: str, session_id: str, prompt: str, config_yaml: str) -> None:
+        with self._tx("enqueue a run", session_id) as conn:
+            self._q(
+                conn,
+                "INSERT INTO rho_queue (id, session_id, prompt, config, status, created_at) "
+                "VALUES (?, ?, ?, ?, 'queued', ?)",
+                (job_id, session_id, prompt, config_yaml, time.time()),
+            )
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        with self._tx("read a queued run") as conn:
+            cursor = self._q(conn, "SELECT * FROM rho_queue WHERE id = ?", (job_id,))
+            row = cursor.fetchone()
+            names = [d[0] for d in cursor.description]
+        return dict(zip(names, row, strict=True)) if row is not None else None
+
+    def cancel_job(self, job_id: str, reason: str) -> str | None:
+        """Cancel a queued run, or ask its worker to; returns the status it had."""
+        with self._tx("cancel a queued run") as conn:
+            row = self._q(
+                conn, "SELECT status, session_id FROM rho_queue WHERE id = ?", (job_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            status, session_id = str(row[0]), str(row[1])
+            if status == "queued":
+                self._q(
+                    conn,
+                    "UPDATE rho_queue SET status = 'cancelled', finished_at = ?, result = ? "
+                    "WHERE id = ? AND status = 'queued'",
+                    (time.time(), json.dumps({"status": "cancelled", "reason": reason}), job_id),
+                )
+            elif status == "claimed":
+                self._q(conn, "DELETE FROM rho_cancels WHERE session_id = ?", (session_id,))
+                self._q(
+                    conn,
+                    "INSERT INTO rho_cancels (session_id, reason, requested_at) VALUES (?, ?, ?)",
+                    (session_id, reason, time.time()),
+                )
+            return status
+
+    def heartbeat(
+        self, worker: str, host: str, pid: int, capacity: int, running: int, lease_seconds: float
+    ) -> None:
+        """Say this worker lives; extend every lease it holds."""
+        now = time.time()
+        with self._tx("send a heartbeat") as conn:
+            updated = self._q(
+                conn,
+                "UPDATE rho_workers SET capacity = ?, running = ?, heartbeat_at = ? WHERE id = ?",
+                (capacity, running, now, worker),
+            )
+            if updated.rowcount == 0:
+                self._q(
+                    conn,
+                    "INSERT INTO rho_workers (id, host, pid, capacity, running, heartbeat_at, "
+                    "started_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (worker, host, pid, capacity, running, now, now),
+                )
+            self._q(
+                conn,
+                "UPDATE rho_leases SET expires_at = ? WHERE owner = ?",
+                (now + lease_seconds, worker),
+            )
+
+    def workers(self) -> builtins.list[dict[str, Any]]:
+        with self._tx("list workers") as conn:
+            cursor = self._q(conn, "SELECT * FROM rho_workers ORDER BY started_at")
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def claim(self, worker: str, limit: int, lease_seconds: float) -> builtins.list[dict[str, Any]]:
+        """Claim up to ``limit`` queued runs whose sessions nobody hosts, leasing each
+        session to ``worker``; runs of workers whose leases expired go back first.
+
+        ``FOR UPDATE SKIP LOCKED`` on PostgreSQL lets workers claim at the
+        same time without waiting for each other; SQLite's write lock
+        (``BEGIN IMMEDIATE``) serialises them.
+        """
+        now = time.time()
+        claimed: builtins.list[dict[str, Any]] = []
+        with self._tx("claim queued runs") as conn:
+            # A worker that stopped heart-beating: its claimed runs are queued
+            # again and its leases are free (their generations stay, so the
+            # next holder gets a higher one).
+            self._q(
+                conn,
+                "UPDATE rho_queue SET status = 'queued', worker = NULL "
+                "WHERE status = 'claimed' AND session_id IN "
+                "(SELECT session_id FROM rho_leases WHERE expires_at < ?)",
+                (now,),
+            )
+            self._q(
+                conn,
+                "UPDATE rho_queue SET status = 'queued', worker = NULL WHERE status = 'claimed' "
+                "AND session_id NOT IN (SELECT session_id FROM rho_leases)",
+            )
+            skip = " FOR UPDATE SKIP LOCKED" if self._dialect.name == "postgresql" else ""
+            rows = self._q(
+                conn,
+                "SELECT id, session_id, prompt, config, attempts, run_number FROM rho_queue "
+                "WHERE status = 'queued' AND session_id NOT IN "
+                "(SELECT session_id FROM rho_leases WHERE expires_at >= ?) "
+                "ORDER BY created_at LIMIT ?" + skip,
+                (now, limit * 4),
+            ).fetchall()
+            sessions: set[str] = set()
+            for job_id, session_id, prompt, config, attempts, run_number in rows:
+                if len(claimed) >= limit or session_id in sessions:
+                    continue  # one run per session at a time
+                generation = self._take_lease(conn, str(session_id), worker, now + lease_seconds)
+                if generation is None:
+                    continue
+                sessions.add(str(session_id))
+                self._q(
+                    conn,
+                    "UPDATE rho_queue SET status = 'claimed', worker = ?, claimed_at = ?, "
+                    "attempts = attempts + 1 WHERE id = ?",
+                    (worker, now, job_id),
+                )
+                claimed.append(
+                    {
+                        "id": str(job_id),
+                        "session_id": str(session_id),
+                        "prompt": str(prompt),
+                        "config": str(config),
+                        "attempts": int(attempts) + 1,
+                        "run_number": None if run_number is None else int(run_number),
+                        "generation": generation,
+                    }
+                )
+        for job in claimed:
+            self.leases[job["session_id"]] = (worker, job["generation"])
+        return claimed
+
+    def _take_lease(self, conn: Any, session_id: str, owner: str, expires: float) -> int | None:
+        now = time.time()
+        row = self._q(
+            conn,
+            "SELECT owner, generation, expires_at FROM rho_leases WHERE session_id = ?",
+            (session_id,),
+        ).fetchone()
+        if row is None:
+            self._q(
+                conn,
+                "INSERT INTO rho_leases (session_id, owner, generation, expires_at) "
+                "VALUES (?, ?, 1, ?)",
+                (session_id, owner, expires),
+            )
+            return 1
+        if float(row[2]) >= now and str(row[0]) != owner:
+            return None  # hosted elsewhere, and alive
+        generation = int(row[1]) + 1
+        self._q(
+            conn,
+            "UPDATE rho_leases SET owner = ?, generation = ?, expires_at = ? WHERE session_id = ?",
+            (owner, generation, expires, session_id),
+        )
+        return generation
+
+    def mark_run(self, job_id: str, worker: str, run_number: int) -> bool:
+        """Note which of its session's runs a claimed job is, before it starts: a
+        worker that takes the job over after a crash then knows whether the run
+        began (resume it, or record how it ended) or not (start it)."""
+        with self._tx("mark a queued run") as conn:
+            done = self._q(
+                conn,
+                "UPDATE rho_queue SET run_number = ? WHERE id = ? AND status = 'claimed' "
+                "AND worker = ?",
+                (run_number, job_id, worker),
+            )
+            return bool(done.rowcount == 1)
+
+    def finish(self, job_id: str, worker: str, result: Mapping[str, Any]) -> bool:
+        """Record a run's result once, if ``worker`` still holds the run; frees its lease."""
+        with self._tx("record a run's result") as conn:
+            row = self._q(
+                conn, "SELECT session_id FROM rho_queue WHERE id = ?", (job_id,)
+            ).fetchone()
+            done = self._q(
+                conn,
+                "UPDATE rho_queue SET status = 'done', finished_at = ?, result = ? "
+                "WHERE id = ? AND status = 'claimed' AND worker = ?",
+                (time.time(), json.dumps(dict(result)), job_id, worker),
+            )
+            recorded = bool(done.rowcount == 1)
+            if row is not None:
+                self._q(
+                    conn,
+                    "DELETE FROM rho_leases WHERE session_id = ? AND owner = ?",
+                    (str(row[0]), worker),
+                )
+        if row is not None:
+            self.leases.pop(str(row[0]), None)
+        return recorded
 
     def release(self, session_id: str) -> None:
         """Nothing is held per session (connections belong to the pool)."""

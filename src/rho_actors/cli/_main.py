@@ -26,6 +26,7 @@ from . import (
     _sandboxes,
     _sessions,
     _store,
+    _worker,
 )
 from ._common import (
     EXIT_ERROR,
@@ -104,6 +105,7 @@ def build_parser() -> ArgumentParser:
     _add_profiles(commands, common)
     _add_sandboxes(commands, common)
     _add_store(commands, common)
+    _add_worker(commands, common)
     _add_demo(commands, common)
     return parser
 
@@ -217,6 +219,28 @@ def _add_profiles(commands: Subcommands, common: ArgumentParser) -> None:
     _command(actions, common, "list", _profiles.list_main, "the profiles you can name")
     show = _command(actions, common, "show", _profiles.show_main, "every field of a profile")
     show.add_argument("name", metavar="NAME", help="a profile name or a YAML path")
+
+
+def _add_worker(commands: Subcommands, common: ArgumentParser) -> None:
+    worker = _command(
+        commands, common, "worker", _worker.main, "run the runs queued in a database store"
+    )
+    add_store_flag(worker)
+    worker.add_argument(
+        "--concurrency", type=_positive_int, default=4, metavar="N", help="runs at once"
+    )
+    worker.add_argument(
+        "--lease",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="session lease; another worker takes over this long after a crash (default 10)",
+    )
+    listing = _command(
+        commands, common, "workers", _worker.list_main, "the workers of a database store"
+    )
+    add_store_flag(listing)
+    listing.add_argument("--json", action="store_true", help="print JSON")
 
 
 def _add_store(commands: Subcommands, common: ArgumentParser) -> None:
