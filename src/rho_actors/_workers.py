@@ -29,7 +29,9 @@ requests, which its supervisor polls.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import socket
 import uuid
@@ -41,12 +43,14 @@ import yaml
 
 from ._agent import Agent
 from ._config import AgentConfig
-from ._errors import RhoError
+from ._errors import RhoError, StoreError
 from ._events import RunResult
 from ._session_store import SessionStore
 from ._supervisor import open_supervisor
 
 __all__ = ["QueuedRun", "enqueue", "serve_worker"]
+
+logger = logging.getLogger("rho_actors.workers")
 
 DEFAULT_LEASE_SECONDS = 10.0
 # How often an idle worker looks for queued runs, and a waiter for a result.
@@ -162,22 +166,45 @@ async def serve_worker(
         async def heartbeats() -> None:
             while True:
                 await trio.sleep(lease_seconds / 3)
-                await beat()
+                with contextlib.suppress(StoreError):  # the claim loop reports it
+                    await beat()
 
         async def run_one(job: dict[str, Any]) -> None:
             nonlocal running
             try:
                 outcome = await _run_job(store, supervisor, job, me)
-                await store._in_thread(backend.finish, job["id"], me, outcome)
+                with contextlib.suppress(StoreError):
+                    # Unrecorded, the run goes back to the queue when the lease
+                    # expires, and the next worker records how it ended.
+                    await store._in_thread(backend.finish, job["id"], me, outcome)
             finally:
                 running -= 1
 
         await beat()
         nursery.start_soon(heartbeats)
         task_status.started(me)
+        failures = 0
         while True:
             free = concurrency - running
-            jobs = await store._in_thread(backend.claim, me, free, lease_seconds) if free else []
+            try:
+                jobs = (
+                    await store._in_thread(backend.claim, me, free, lease_seconds) if free else []
+                )
+            except StoreError as exc:
+                # No database, no new work: say so, and try again with backoff.
+                failures += 1
+                wait = min(30.0, 0.5 * 2 ** min(failures, 6))
+                logger.warning(
+                    "worker %s cannot reach the store (%s); taking no work, retrying in %.1f s",
+                    me,
+                    exc,
+                    wait,
+                )
+                await trio.sleep(wait)
+                continue
+            if failures:
+                logger.warning("worker %s reached the store again; taking work", me)
+                failures = 0
             for job in jobs:
                 running += 1
                 nursery.start_soon(run_one, job)

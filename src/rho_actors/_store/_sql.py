@@ -441,10 +441,12 @@ class SQLBackend:
                     "started_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (worker, host, pid, capacity, running, now, now),
                 )
+            # Only leases still in force: one that expired may already be
+            # another worker's to take, and is never revived.
             self._q(
                 conn,
-                "UPDATE rho_leases SET expires_at = ? WHERE owner = ?",
-                (now + lease_seconds, worker),
+                "UPDATE rho_leases SET expires_at = ? WHERE owner = ? AND expires_at >= ?",
+                (now + lease_seconds, worker, now),
             )
 
     def workers(self) -> builtins.list[dict[str, Any]]:
@@ -454,8 +456,8 @@ class SQLBackend:
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def claim(self, worker: str, limit: int, lease_seconds: float) -> builtins.list[dict[str, Any]]:
-        """Claim up to ``limit`` queued runs whose sessions nobody hosts, leasing each
-        session to ``worker``; runs of workers whose leases expired go back first.
+        """Claim up to ``limit`` runs whose sessions nobody hosts (queued ones, and
+        ones whose worker's lease expired), leasing each session to ``worker``.
 
         ``FOR UPDATE SKIP LOCKED`` on PostgreSQL lets workers claim at the
         same time without waiting for each other; SQLite's write lock
@@ -464,28 +466,19 @@ class SQLBackend:
         now = time.time()
         claimed: builtins.list[dict[str, Any]] = []
         with self._tx("claim queued runs") as conn:
-            # A worker that stopped heart-beating: its claimed runs are queued
-            # again and its leases are free (their generations stay, so the
-            # next holder gets a higher one).
-            self._q(
-                conn,
-                "UPDATE rho_queue SET status = 'queued', worker = NULL "
-                "WHERE status = 'claimed' AND session_id IN "
-                "(SELECT session_id FROM rho_leases WHERE expires_at < ?)",
-                (now,),
-            )
-            self._q(
-                conn,
-                "UPDATE rho_queue SET status = 'queued', worker = NULL WHERE status = 'claimed' "
-                "AND session_id NOT IN (SELECT session_id FROM rho_leases)",
-            )
-            skip = " FOR UPDATE SKIP LOCKED" if self._dialect.name == "postgresql" else ""
+            # Claimable: queued runs, and runs claimed by a worker whose lease
+            # on the session has expired (it died, or stalled past it). Taking
+            # one takes its session's lease at a higher generation in the same
+            # transaction, so there is no moment when a run is nobody's and
+            # no way back for the old holder (its writes are fenced).
+            lock = " FOR UPDATE OF q SKIP LOCKED" if self._dialect.name == "postgresql" else ""
             rows = self._q(
                 conn,
-                "SELECT id, session_id, prompt, config, attempts, run_number FROM rho_queue "
-                "WHERE status = 'queued' AND session_id NOT IN "
-                "(SELECT session_id FROM rho_leases WHERE expires_at >= ?) "
-                "ORDER BY created_at LIMIT ?" + skip,
+                "SELECT q.id, q.session_id, q.prompt, q.config, q.attempts, q.run_number "
+                "FROM rho_queue AS q LEFT JOIN rho_leases AS l ON l.session_id = q.session_id "
+                "WHERE q.status IN ('queued', 'claimed') "
+                "AND (l.session_id IS NULL OR l.expires_at < ?) "
+                "ORDER BY q.created_at LIMIT ?" + lock,
                 (now, limit * 4),
             ).fetchall()
             sessions: set[str] = set()
@@ -519,9 +512,10 @@ class SQLBackend:
 
     def _take_lease(self, conn: Any, session_id: str, owner: str, expires: float) -> int | None:
         now = time.time()
+        lock = " FOR UPDATE" if self._dialect.name == "postgresql" else ""
         row = self._q(
             conn,
-            "SELECT owner, generation, expires_at FROM rho_leases WHERE session_id = ?",
+            "SELECT owner, generation, expires_at FROM rho_leases WHERE session_id = ?" + lock,
             (session_id,),
         ).fetchone()
         if row is None:
@@ -532,8 +526,8 @@ class SQLBackend:
                 (session_id, owner, expires),
             )
             return 1
-        if float(row[2]) >= now and str(row[0]) != owner:
-            return None  # hosted elsewhere, and alive
+        if float(row[2]) >= now:
+            return None  # hosted (here or elsewhere) and in force
         generation = int(row[1]) + 1
         self._q(
             conn,

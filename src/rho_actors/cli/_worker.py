@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import logging
 import signal
 import sys
 import time
@@ -24,6 +25,8 @@ from ._common import EXIT_OK, UsageError, open_store
 
 def main(args: argparse.Namespace) -> int:
     store = open_store(args)
+    # Store outages and recoveries are reported through logging: show them.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
 
     async def run() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -112,18 +112,30 @@ class BashTool(ProfileTool):
     def readonly(self) -> bool:
         return self.profile.shell == "restricted"
 
-    async def _run(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
-        profile = self.profile
+    async def checked(self, args: Mapping[str, Any]) -> tuple[str, float] | ToolOutput:
+        """The command and its time limit, or the refusal the model reads.
+
+        Shared by every backend: the profile is judged before anything runs,
+        here or in a remote sandbox.
+        """
         command = get_str(args, "command", required=True)
-        timeout = _timeout(args, profile.bash_timeout)
+        timeout = _timeout(args, self.profile.bash_timeout)
         # Off the event loop: the checker is bounded (see _shell_syntax), but a
         # long command still costs tens of milliseconds that other sessions
         # should not wait for.
         verdict = await trio.to_thread.run_sync(
-            check_command, command, profile, limiter=_check_limiter()
+            check_command, command, self.profile, limiter=_check_limiter()
         )
         if not verdict.allowed:
             return error(f"bash: command refused: {verdict.reason}", refused=True)
+        return command, timeout
+
+    async def _run(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
+        profile = self.profile
+        checked = await self.checked(args)
+        if isinstance(checked, ToolOutput):
+            return checked
+        command, timeout = checked
         working_dir = Path(await trio.Path(ctx.working_dir).resolve())
         if not await trio.Path(working_dir).is_dir():
             return error(f"bash: working directory {working_dir} does not exist")

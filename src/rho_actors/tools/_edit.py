@@ -64,7 +64,8 @@ class EditTool(ProfileTool):
     def readonly(self) -> bool:
         return False
 
-    async def _run(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
+    def checked(self, args: Mapping[str, Any]) -> tuple[str, str, str, bool] | ToolOutput:
+        """Path, old and new text and ``replace_all``, or why the profile refuses."""
         if self.profile.file_write != "full":
             return error(
                 f"edit: changing existing files is not allowed in profile {self.profile.name!r} "
@@ -78,6 +79,13 @@ class EditTool(ProfileTool):
             raise InvalidToolArguments("'old_string' must not be empty; use write to create a file")
         if old == new:
             raise InvalidToolArguments("'old_string' and 'new_string' are identical")
+        return raw_path, old, new, replace_all
+
+    async def _run(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
+        checked = self.checked(args)
+        if isinstance(checked, ToolOutput):
+            return checked
+        raw_path, old, new, replace_all = checked
         path, shown = await resolve_shown(raw_path, ctx, self.profile)
         root = Path(ctx.working_dir)  # made real in the worker thread
         confined_to = root if self.profile.confine_to_working_dir else None

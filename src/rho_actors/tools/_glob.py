@@ -65,20 +65,7 @@ class GlobTool(ProfileTool):
         return True
 
     async def _run(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
-        pattern = get_str(args, "pattern", required=True).strip()
-        if not pattern:
-            raise InvalidToolArguments("'pattern' must not be empty")
-        if pattern.startswith("/") or ".." in pattern.split("/"):
-            raise InvalidToolArguments(
-                "'pattern' is relative to the search directory; use 'path' to search elsewhere"
-            )
-        max_results = get_int(
-            args, "max_results", default=DEFAULT_MAX_RESULTS, minimum=1, maximum=MAX_RESULTS
-        )
-        try:
-            regex = compile_glob(pattern.removeprefix("./"))
-        except ValueError as exc:
-            raise InvalidToolArguments(f"invalid glob {pattern!r}: {exc}") from None
+        pattern, regex, max_results = glob_arguments(args)
         base = await resolve_path(get_str(args, "path", default="."), ctx, self.profile)
         working_dir = await resolve_path(".", ctx, self.profile)
         if not await trio.Path(base).is_dir():
@@ -109,6 +96,25 @@ class GlobTool(ProfileTool):
         if len(shown) < len(found):
             text += f"\n[showing {len(shown)} of {len(found)} files; narrow the pattern]"
         return ToolOutput(content=text, metadata=metadata)
+
+
+def glob_arguments(args: Mapping[str, Any]) -> tuple[str, GlobMatcher, int]:
+    """The pattern, its matcher, and the result limit a call asks for."""
+    pattern = get_str(args, "pattern", required=True).strip()
+    if not pattern:
+        raise InvalidToolArguments("'pattern' must not be empty")
+    if pattern.startswith("/") or ".." in pattern.split("/"):
+        raise InvalidToolArguments(
+            "'pattern' is relative to the search directory; use 'path' to search elsewhere"
+        )
+    max_results = get_int(
+        args, "max_results", default=DEFAULT_MAX_RESULTS, minimum=1, maximum=MAX_RESULTS
+    )
+    try:
+        matcher = compile_glob(pattern.removeprefix("./"))
+    except ValueError as exc:
+        raise InvalidToolArguments(f"invalid glob {pattern!r}: {exc}") from None
+    return pattern, matcher, max_results
 
 
 def _find(

@@ -108,14 +108,7 @@ class GrepTool(ProfileTool):
         return True
 
     async def _run(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
-        pattern = get_str(args, "pattern", required=True)
-        if not pattern:
-            raise InvalidToolArguments("'pattern' must not be empty")
-        glob = get_optional_str(args, "glob") or None
-        ignore_case = get_bool(args, "case_insensitive")
-        max_results = get_int(
-            args, "max_results", default=DEFAULT_MAX_RESULTS, minimum=1, maximum=MAX_RESULTS
-        )
+        pattern, glob, ignore_case, max_results = grep_arguments(args)
         working_dir = await resolve_path(".", ctx, self.profile)
         target = await resolve_path(get_str(args, "path", default="."), ctx, self.profile)
         shown = display_path(target, working_dir)
@@ -147,6 +140,19 @@ class GrepTool(ProfileTool):
             return error(f"grep: {outcome}")
         matches = sorted(outcome, key=lambda m: (sort_key(m.path), m.line))
         return _render(matches, pattern, max_results, self.profile.max_output_chars, rg)
+
+
+def grep_arguments(args: Mapping[str, Any]) -> tuple[str, str | None, bool, int]:
+    """The pattern, glob filter, case folding and result limit a call asks for."""
+    pattern = get_str(args, "pattern", required=True)
+    if not pattern:
+        raise InvalidToolArguments("'pattern' must not be empty")
+    glob = get_optional_str(args, "glob") or None
+    ignore_case = get_bool(args, "case_insensitive")
+    max_results = get_int(
+        args, "max_results", default=DEFAULT_MAX_RESULTS, minimum=1, maximum=MAX_RESULTS
+    )
+    return pattern, glob, ignore_case, max_results
 
 
 def _render(

@@ -23,28 +23,21 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
-import trio
 
 from .._daytona import RemoteSandbox, SandboxError
-from .._errors import InvalidToolArguments
-from .._shell_policy import check_command
 from .._tools import ToolContext, ToolOutput
-from ._bash import BashTool, _check_limiter, _timeout
+from ._bash import BashTool
 from ._common import (
     ProfileTool,
     error,
-    get_bool,
     get_int,
-    get_optional_str,
     get_str,
     truncate_middle,
 )
 from ._edit import EditTool, _replace_in
-from ._glob import DEFAULT_MAX_RESULTS as GLOB_DEFAULT
-from ._glob import MAX_RESULTS as GLOB_MAX
-from ._glob import GlobTool
+from ._glob import GlobTool, glob_arguments
 from ._globs import compile_glob, matches_name_or_path, sort_key
-from ._grep import DEFAULT_MAX_RESULTS, MAX_RESULTS, GrepTool, Match, _render
+from ._grep import GrepTool, Match, _render, grep_arguments
 from ._list import _OPAQUE_DIRS, MAX_DEPTH, MAX_ENTRIES, ListTool, _human_size
 from ._read import ReadTool, window_arguments, window_of
 from ._sqlite import SqliteTool
@@ -79,13 +72,10 @@ async def _resolve(tool: ProfileTool, ctx: ToolContext, raw: str) -> tuple[Remot
 class RemoteBashTool(BashTool):
     async def _run(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
         profile = self.profile
-        command = get_str(args, "command", required=True)
-        timeout = _timeout(args, profile.bash_timeout)
-        verdict = await trio.to_thread.run_sync(
-            check_command, command, profile, limiter=_check_limiter()
-        )
-        if not verdict.allowed:
-            return error(f"bash: command refused: {verdict.reason}", refused=True)
+        checked = await self.checked(args)
+        if isinstance(checked, ToolOutput):
+            return checked
+        command, timeout = checked
         sandbox = await _sandbox(ctx)
         cwd = await sandbox.work_dir()
         exit_code, output = await sandbox.run(command, cwd=cwd, time_limit=timeout)
@@ -149,19 +139,10 @@ class RemoteWriteTool(WriteTool):
 @attrs.frozen(slots=True)
 class RemoteEditTool(EditTool):
     async def _run(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
-        if self.profile.file_write != "full":
-            return error(
-                f"edit: changing existing files is not allowed in profile {self.profile.name!r} "
-                f"(file_write is {self.profile.file_write!r})"
-            )
-        raw_path = get_str(args, "path", required=True)
-        old = get_str(args, "old_string", required=True)
-        new = get_str(args, "new_string", required=True)
-        replace_all = get_bool(args, "replace_all")
-        if not old:
-            raise InvalidToolArguments("'old_string' must not be empty; use write to create a file")
-        if old == new:
-            raise InvalidToolArguments("'old_string' and 'new_string' are identical")
+        checked = self.checked(args)
+        if isinstance(checked, ToolOutput):
+            return checked
+        raw_path, old, new, replace_all = checked
         sandbox, full, shown = await _resolve(self, ctx, raw_path)
         info = await sandbox.info(full)
         if info is None:
@@ -216,14 +197,7 @@ class RemoteGrepTool(GrepTool):
     """grep -E in the sandbox: POSIX extended regular expressions there, not Python's."""
 
     async def _run(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
-        pattern = get_str(args, "pattern", required=True)
-        if not pattern:
-            raise InvalidToolArguments("'pattern' must not be empty")
-        glob = get_optional_str(args, "glob") or None
-        ignore_case = get_bool(args, "case_insensitive")
-        max_results = get_int(
-            args, "max_results", default=DEFAULT_MAX_RESULTS, minimum=1, maximum=MAX_RESULTS
-        )
+        pattern, glob, ignore_case, max_results = grep_arguments(args)
         sandbox, full, _shown = await _resolve(self, ctx, get_str(args, "path", default="."))
         base = await sandbox.work_dir()
         flags = "-rnIE" + ("i" if ignore_case else "")
@@ -258,20 +232,7 @@ class RemoteGrepTool(GrepTool):
 @attrs.frozen(slots=True)
 class RemoteGlobTool(GlobTool):
     async def _run(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
-        pattern = get_str(args, "pattern", required=True).strip()
-        if not pattern:
-            raise InvalidToolArguments("'pattern' must not be empty")
-        if pattern.startswith("/") or ".." in pattern.split("/"):
-            raise InvalidToolArguments(
-                "'pattern' is relative to the search directory; use 'path' to search elsewhere"
-            )
-        max_results = get_int(
-            args, "max_results", default=GLOB_DEFAULT, minimum=1, maximum=GLOB_MAX
-        )
-        try:
-            matcher = compile_glob(pattern.removeprefix("./"))
-        except ValueError as exc:
-            raise InvalidToolArguments(f"invalid glob {pattern!r}: {exc}") from None
+        pattern, matcher, max_results = glob_arguments(args)
         sandbox, full, shown = await _resolve(self, ctx, get_str(args, "path", default="."))
         command = f"cd {_q(full)} && find . -path ./.git -prune -o -type f -print | head -n 200000"
         exit_code, output = await sandbox.run(command, cwd=full, time_limit=_SEARCH_LIMIT)
