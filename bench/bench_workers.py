@@ -3,9 +3,10 @@
 Starts a throw-away PostgreSQL server (tests/pg_server.py), the scripted
 model server, and worker processes (``rho-actors worker``), then measures:
 
-* cancel latency: from ``QueuedRun.cancel()`` in this process to the run's
-  result recorded as cancelled by the worker hosting it (baseline in the
-  same run: the same cancel of a local session, ``session.cancel()``);
+* cancel latency: from ``QueuedRun.cancel()`` in this process until the
+  worker hosting the run has dropped its model stream (the scripted server
+  sees the disconnect); baseline in the same run: ``session.cancel()`` of a
+  local session, to its return;
 * failover time: from ``kill -9`` of the worker hosting a run to another
   worker claiming it, against the lease (``--lease``) it is bound by.
 
@@ -89,10 +90,15 @@ async def _cancel_once(store: SessionStore, config: AgentConfig, server: Scripte
     await _claimed(run)
     while len(server.chat_requests) == before:  # noqa: ASYNC110
         await trio.sleep(0.01)
+    request = server.chat_requests[-1]
     started = time.perf_counter()
     await run.cancel("bench")
+    # The cancel has reached the worker when its model stream is dropped.
+    while not request.disconnected:  # noqa: ASYNC110
+        await trio.sleep(0.001)
+    took = (time.perf_counter() - started) * 1000
     await run.wait()
-    return (time.perf_counter() - started) * 1000
+    return took
 
 
 async def _local_cancel(config: AgentConfig, server: ScriptedServer) -> float:

@@ -35,6 +35,8 @@ from ._store._backend import DirectoryBackend, SessionInfo, StoreBackend
 from ._store._sql import is_sql_location, open_sql_backend
 
 SESSIONS_DIR_ENV = "RHO_ACTORS_SESSIONS_DIR"
+# With LISTEN/NOTIFY, the longest wait before looking for control requests anyway.
+LISTEN_BACKSTOP = 1.0
 # A store location (directory, sqlite:PATH, postgresql://...) used when none is given.
 STORE_ENV = "RHO_ACTORS_STORE"
 
@@ -271,6 +273,19 @@ class SessionStore:
             await trio.to_thread.run_sync(self.request_cancel, session_id, reason)
         else:
             await actor.request_cancel(session_id, reason)
+
+    async def wait_for_control(self, poll: float) -> None:
+        """Return when another process may have sent a control request (a cancel).
+
+        A PostgreSQL store is told at once (LISTEN/NOTIFY, in a worker thread
+        with a connection of its own), with a slow poll as the backstop;
+        other stores are polled every ``poll`` seconds.
+        """
+        if not getattr(self.backend, "listens", False):
+            await trio.sleep(poll)
+            return
+        wait = self.backend.wait_for_control  # type: ignore[attr-defined]
+        await trio.to_thread.run_sync(wait, LISTEN_BACKSTOP, abandon_on_cancel=True)
 
     def take_cancel_requests(self) -> dict[str, str]:
         return self._locked(self.backend.take_cancel_requests)

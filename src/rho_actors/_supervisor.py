@@ -398,7 +398,7 @@ async def _watch_cancel_requests(supervisor: Supervisor, scope: trio.CancelScope
     assert store is not None
     with scope:
         while True:
-            await trio.sleep(CANCEL_POLL_INTERVAL)
+            await store.wait_for_control(CANCEL_POLL_INTERVAL)
             if not supervisor.sessions:
                 continue
             ref = supervisor.services.store

@@ -30,6 +30,7 @@ import builtins
 import contextlib
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -99,6 +100,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+# The LISTEN/NOTIFY channel for cross-process control requests (session ids).
+CONTROL_CHANNEL = "rho_control"
 
 
 def is_sql_location(location: str) -> bool:
@@ -127,11 +130,14 @@ class SQLBackend:
         dialect: str,
         location: str,
         close: Callable[[], None] = lambda: None,
+        listen: Callable[[float], bool] | None = None,
     ) -> None:
         self._connect = connect
         self._dialect = _Dialect(dialect)
         self._close = close
         self.location = location
+        self._listen: Callable[[float], bool] | None = listen
+        self._listening = threading.Lock()
         # Sessions this process hosts under a lease (session id to owner and
         # generation): their appends are fenced, so a process that lost its
         # lease (it stalled past the expiry) can no longer write.
@@ -307,12 +313,19 @@ class SQLBackend:
 
     def request_cancel(self, session_id: str, reason: str) -> None:
         with self._tx("request cancel", session_id) as conn:
-            self._q(conn, "DELETE FROM rho_cancels WHERE session_id = ?", (session_id,))
-            self._q(
-                conn,
-                "INSERT INTO rho_cancels (session_id, reason, requested_at) VALUES (?, ?, ?)",
-                (session_id, reason, time.time()),
-            )
+            self._request_cancel(conn, session_id, reason)
+
+    def _request_cancel(self, conn: Any, session_id: str, reason: str) -> None:
+        self._q(conn, "DELETE FROM rho_cancels WHERE session_id = ?", (session_id,))
+        self._q(
+            conn,
+            "INSERT INTO rho_cancels (session_id, reason, requested_at) VALUES (?, ?, ?)",
+            (session_id, reason, time.time()),
+        )
+        if self._dialect.name == "postgresql":
+            # Delivered at commit to every listening process (ids only: a
+            # payload stays far below PostgreSQL's 8,000-byte limit).
+            conn.execute("SELECT pg_notify(%s, %s)", (CONTROL_CHANNEL, session_id))
 
     def take_cancel_requests(self) -> dict[str, str]:
         """Cancel requests for this process: for the sessions it holds leases on
@@ -415,12 +428,7 @@ class SQLBackend:
                     (time.time(), json.dumps({"status": "cancelled", "reason": reason}), job_id),
                 )
             elif status == "claimed":
-                self._q(conn, "DELETE FROM rho_cancels WHERE session_id = ?", (session_id,))
-                self._q(
-                    conn,
-                    "INSERT INTO rho_cancels (session_id, reason, requested_at) VALUES (?, ?, ?)",
-                    (session_id, reason, time.time()),
-                )
+                self._request_cancel(conn, session_id, reason)
             return status
 
     def heartbeat(
@@ -572,6 +580,25 @@ class SQLBackend:
             self.leases.pop(str(row[0]), None)
         return recorded
 
+    @property
+    def listens(self) -> bool:
+        """Whether :meth:`wait_for_control` wakes on requests (PostgreSQL)."""
+        return self._listen is not None
+
+    def wait_for_control(self, timeout: float) -> bool:
+        """Block until another process sends a control request (a cancel) or
+        ``timeout`` passes; True if one came. PostgreSQL wakes the waiter at
+        once through LISTEN/NOTIFY on a connection of its own; elsewhere
+        this just waits (the caller then polls).
+        """
+        if self._listen is None or not self._listening.acquire(blocking=False):
+            time.sleep(timeout)
+            return False
+        try:
+            return self._listen(timeout)
+        finally:
+            self._listening.release()
+
     def release(self, session_id: str) -> None:
         """Nothing is held per session (connections belong to the pool)."""
 
@@ -713,4 +740,25 @@ def _open_postgres(location: str) -> SQLBackend:
         # libpq's first line names the host and port, never the password.
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
         raise StoreError(f"cannot open the PostgreSQL store ({detail})", path=shown) from None
-    return SQLBackend(connect, dialect="postgresql", location=shown, close=close)
+    listener: list[Any] = []
+
+    def listen(timeout: float) -> bool:
+        if not listener:
+            conn = psycopg.connect(location, autocommit=True, connect_timeout=10)
+            conn.execute(f"LISTEN {CONTROL_CHANNEL}")
+            listener.append(conn)
+        try:
+            for _ in listener[0].notifies(timeout=timeout, stop_after=1):
+                return True
+        except psycopg.Error:
+            listener.pop().close()  # a new connection next time
+            time.sleep(timeout)
+        return False
+
+    def close_all() -> None:
+        close()
+        while listener:
+            with contextlib.suppress(psycopg.Error):
+                listener.pop().close()
+
+    return SQLBackend(connect, dialect="postgresql", location=shown, close=close_all, listen=listen)
