@@ -229,3 +229,56 @@ def test_enqueue_needs_a_database_store(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="database store"):
         trio.run(lambda: enqueue(SessionStore(tmp_path), "x", agent=AgentConfig()))
     assert os.path.isdir(tmp_path)
+
+
+async def test_dispatch_queues_for_workers_and_waits(
+    server: ScriptedServer, tmp_path: Path
+) -> None:
+    """`rho-actors dispatch FILE --store sqlite:... --wait` queues the tasks, a worker
+    (here, in this process) runs them, and the results land in --output."""
+    import json
+
+    import yaml
+
+    server.default = _echo
+    location = f"sqlite:{tmp_path / 'q.db'}"
+    tasks = tmp_path / "tasks.yaml"
+    tasks.write_text(
+        yaml.safe_dump({"tasks": [{"id": f"t{i}", "prompt": f"p{i}"} for i in range(4)]})
+    )
+    output = tmp_path / "out.jsonl"
+    store = SessionStore(location)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_worker, store)
+        done = await trio.run_process(
+            [
+                sys.executable,
+                "-m",
+                "rho_actors",
+                "dispatch",
+                str(tasks),
+                "--store",
+                location,
+                "--wait",
+                "--output",
+                str(output),
+                "--base-url",
+                server.base_url,
+                "--model",
+                "scripted",
+                "--working-dir",
+                str(tmp_path),
+            ],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+        nursery.cancel_scope.cancel()
+    assert done.returncode == 0, done.stderr.decode()
+    assert b"queued 4 runs" in done.stderr
+    records = sorted(
+        (json.loads(line) for line in output.read_text().splitlines()), key=lambda r: r["id"]
+    )
+    assert [(r["id"], r["status"], r["text"]) for r in records] == [
+        (f"t{i}", "completed", f"answer to p{i}") for i in range(4)
+    ]

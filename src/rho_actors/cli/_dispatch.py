@@ -45,6 +45,7 @@ from .._config import AgentConfig
 from .._errors import ConfigError
 from .._fanout import Job, JobResult, fan_out
 from .._session_store import SessionStore
+from .._workers import QueuedRun, enqueue
 from ._common import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
@@ -107,7 +108,13 @@ def main(args: argparse.Namespace) -> int:
     store = None if args.no_store else open_store(args)
     output = output_path(args.output)
     tally = Tally(total=len(tasks), concurrency=args.concurrency)
-    trio.run(_dispatch, tasks, agents, store, output, tally)
+    if store is not None and hasattr(store.backend, "claim") and not args.local:
+        # A database store: the workers run the tasks (rho-actors worker).
+        trio.run(_enqueue_all, tasks, agents, store, output, tally, args.wait)
+        if not args.wait:
+            return EXIT_OK
+    else:
+        trio.run(_dispatch, tasks, agents, store, output, tally)
     _print_summary(Console(highlight=False), tally, output, [task.id for task in tasks])
     if tally.interrupted:
         return EXIT_INTERRUPTED
@@ -165,6 +172,65 @@ async def _dispatch(
                     tally.add(record)
                     progress.update(bar, completed=tally.done)
                     _report_problem(term, record)
+        tally.interrupted = token.is_cancelled()
+    tally.seconds = time.perf_counter() - started
+
+
+async def _enqueue_all(
+    tasks: list[Task],
+    agents: dict[AgentKey, Agent],
+    store: SessionStore,
+    output: Path | None,
+    tally: Tally,
+    wait: bool,
+) -> None:
+    """Queue every task for the store's workers; with ``wait``, follow them to the end.
+
+    Ctrl-C while waiting stops the waiting, not the runs: they stay queued
+    or running on the workers, and their results stay in the store.
+    """
+    started = time.perf_counter()
+    queued: dict[str, QueuedRun] = {}
+    for task in tasks:
+        queued[task.id] = await enqueue(store, task.prompt, agent=agents[task.agent_key])
+    tally.started = len(queued)
+    console = Console(highlight=False, stderr=True)
+    console.print(
+        f"queued {plural(len(queued), 'run')} in {store.location}; "
+        "`rho-actors worker --store ...` runs them"
+    )
+    if not wait:
+        return
+    token = CancellationToken()
+
+    async def cancel() -> None:
+        token.cancel(INTERRUPT_REASON)
+
+    async with open_terminal() as term, _results_file(output) as write:
+        with _progress(term, tally) as progress, term.interrupts.cancelling(cancel):
+            bar = progress.add_task("dispatch", total=tally.total)
+            pending = dict(queued)
+            while pending and not token.is_cancelled():
+                for task_id, run in list(pending.items()):
+                    result = await run.result()
+                    if result is None or await run.status() not in ("done", "cancelled"):
+                        continue
+                    del pending[task_id]
+                    record = {
+                        "id": task_id,
+                        "status": result.get("status", "error"),
+                        "text": result.get("text") or "",
+                        "usage": result.get("usage") or {},
+                        "error": result.get("error") or result.get("cancel_reason"),
+                        "seconds": round(time.perf_counter() - started, 3),
+                        "session_id": run.session_id,
+                    }
+                    await write(record)
+                    tally.add(record)
+                    progress.update(bar, completed=tally.done)
+                    _report_problem(term, record)
+                if pending:
+                    await trio.sleep(0.5)
         tally.interrupted = token.is_cancelled()
     tally.seconds = time.perf_counter() - started
 

@@ -165,6 +165,16 @@ def _add_dispatch(commands: Subcommands, common: ArgumentParser) -> None:
     add_agent_flags(dispatch)
     add_store_flag(dispatch)
     dispatch.add_argument("--no-store", action="store_true", help="do not persist the sessions")
+    dispatch.add_argument(
+        "--wait",
+        action="store_true",
+        help="with a database --store: follow the queued runs and collect their results",
+    )
+    dispatch.add_argument(
+        "--local",
+        action="store_true",
+        help="with a database --store: run here instead of queueing for workers",
+    )
 
 
 def _add_sessions(commands: Subcommands, common: ArgumentParser) -> None:
