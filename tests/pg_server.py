@@ -50,6 +50,99 @@ def unavailable_reason() -> str | None:
     return None
 
 
+_INITDB_FLAGS = ("-E", "UTF8", "--no-sync")
+_START_FLAGS = ("-w", "-t", "60", "start")
+
+
+class PgServer:
+    """One throw-away server: ``start()``, ``stop()`` (and start again), ``remove()``."""
+
+    def __init__(self) -> None:
+        initdb, pg_ctl = _binary("initdb"), _binary("pg_ctl")
+        assert initdb is not None and pg_ctl is not None
+        self.pg_ctl = pg_ctl
+        self.run_as: list[str] = []
+        owner = None
+        if os.geteuid() == 0:
+            try:
+                owner = pwd.getpwnam("postgres")
+            except KeyError:
+                owner = pwd.getpwnam("nobody")
+            self.run_as = [
+                "setpriv",
+                f"--reuid={owner.pw_uid}",
+                f"--regid={owner.pw_gid}",
+                "--clear-groups",
+            ]
+        self.base = tempfile.mkdtemp(prefix="rho-actors-pg-")
+        self.data = os.path.join(self.base, "data")
+        if owner is not None:
+            os.chown(self.base, owner.pw_uid, owner.pw_gid)
+        self.port = _free_port()
+        self.env = {**os.environ, "LC_ALL": "C"}
+        subprocess.run(
+            [
+                *self.run_as,
+                initdb,
+                "-D",
+                self.data,
+                "-U",
+                "rho",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            env=self.env,
+            cwd=self.base,
+        )
+        self.url = f"postgresql://rho@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off"
+        log = os.path.join(self.base, "server.log")
+        started = subprocess.run(
+            [
+                *self.run_as,
+                self.pg_ctl,
+                "-D",
+                self.data,
+                "-o",
+                options,
+                "-l",
+                log,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+            capture_output=True,
+            env=self.env,
+            cwd=self.base,
+        )
+        if started.returncode != 0:
+            detail = started.stderr.decode()
+            if os.path.exists(log):
+                with open(log, encoding="utf-8", errors="replace") as f:
+                    detail = f.read()[-2000:]
+            raise RuntimeError(f"pg_ctl start failed: {detail}")
+
+    def stop(self) -> None:
+        subprocess.run(
+            [*self.run_as, self.pg_ctl, "-D", self.data, "-m", "immediate", "-w", "stop"],
+            capture_output=True,
+            env=self.env,
+            cwd=self.base,
+        )
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
 @contextmanager
 def postgres_server() -> Iterator[str]:
     """A running server's admin URL (database ``postgres``); stopped on exit."""
@@ -57,55 +150,12 @@ def postgres_server() -> Iterator[str]:
     if existing:
         yield existing
         return
-    initdb, pg_ctl = _binary("initdb"), _binary("pg_ctl")
-    assert initdb is not None and pg_ctl is not None
-    run_as: list[str] = []
-    owner = None
-    if os.geteuid() == 0:
-        user = "postgres"
-        try:
-            owner = pwd.getpwnam(user)
-        except KeyError:
-            user, owner = "nobody", pwd.getpwnam("nobody")
-        run_as = ["setpriv", f"--reuid={owner.pw_uid}", f"--regid={owner.pw_gid}", "--clear-groups"]
-    base = tempfile.mkdtemp(prefix="rho-actors-pg-")
-    data = os.path.join(base, "data")
-    if owner is not None:
-        os.chown(base, owner.pw_uid, owner.pw_gid)
-    port = _free_port()
-    env = {**os.environ, "LC_ALL": "C"}
-    subprocess.run(
-        [*run_as, initdb, "-D", data, "-U", "rho", "-A", "trust", "-E", "UTF8", "--no-sync"],
-        check=True,
-        capture_output=True,
-        env=env,
-        cwd=base,
-    )
-    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
-    log = os.path.join(base, "server.log")
-    started = subprocess.run(
-        [*run_as, pg_ctl, "-D", data, "-o", options, "-l", log, "-w", "-t", "60", "start"],
-        capture_output=True,
-        env=env,
-        cwd=base,
-    )
-    if started.returncode != 0:
-        detail = started.stderr.decode()
-        if os.path.exists(log):
-            with open(log, encoding="utf-8", errors="replace") as f:
-                detail = f.read()[-2000:]
-        shutil.rmtree(base, ignore_errors=True)
-        raise RuntimeError(f"pg_ctl start failed: {detail}")
+    server = PgServer()
     try:
-        yield f"postgresql://rho@127.0.0.1:{port}/postgres"
+        server.start()
+        yield server.url
     finally:
-        subprocess.run(
-            [*run_as, pg_ctl, "-D", data, "-m", "immediate", "-w", "stop"],
-            capture_output=True,
-            env=env,
-            cwd=base,
-        )
-        shutil.rmtree(base, ignore_errors=True)
+        server.remove()
 
 
 def fresh_database(admin_url: str) -> str:

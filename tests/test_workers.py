@@ -282,3 +282,91 @@ async def test_dispatch_queues_for_workers_and_waits(
     assert [(r["id"], r["status"], r["text"]) for r in records] == [
         (f"t{i}", "completed", f"answer to p{i}") for i in range(4)
     ]
+
+
+async def test_approvals_and_reconfiguration_from_another_process(
+    server: ScriptedServer, tmp_path: Path
+) -> None:
+    """A queued run that pauses for approval is approved from here (another process as
+    far as the worker knows: the decision goes through the store) and finishes; a
+    reconfiguration reaches a session hosted by a supervisor elsewhere."""
+    from rho_actors import Agent, open_supervisor
+
+    location = f"sqlite:{tmp_path / 'a.db'}"
+    store = SessionStore(location)
+    config = AgentConfig(
+        base_url=server.base_url,
+        model="scripted",
+        working_dir=str(tmp_path),
+        profile="developer",
+        auto_approve=False,
+    )
+    (tmp_path / "a.txt").write_text("x\n")
+    server.add(
+        Reply.tool_call("write", {"path": "b.txt", "content": "made"}, id="w1"),
+        Reply.text("written"),
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_worker, store)
+        run = await enqueue(store, "write b.txt", agent=config)
+        with trio.fail_after(30):
+            paused = await run.wait()
+        assert paused["status"] == "paused"
+        follow = await run.approve("w1")
+        with trio.fail_after(30):
+            assert (await follow.wait())["text"] == "written"
+        nursery.cancel_scope.cancel()
+    assert (tmp_path / "b.txt").read_text() == "made"
+    # Reconfiguration of a session a supervisor hosts, sent through the store.
+    other = SessionStore(location)
+    async with open_supervisor(store=other) as supervisor:
+        session = await supervisor.start_session(Agent(config))
+        server.add(Reply.text("hello"))
+        await session.run("hi")
+        await store.arequest_reconfigure(session.id, profile="readonly")
+        with trio.fail_after(10):
+            while session.profile.name != "readonly":  # noqa: ASYNC110
+                await trio.sleep(0.02)
+
+
+async def test_a_worker_without_its_database_stops_taking_work_and_says_so(
+    server: ScriptedServer, tmp_path: Path
+) -> None:
+    """The database goes away under a running worker: it says so (and takes no work);
+    when the database is back, it takes work again."""
+    if pg_server.unavailable_reason() is not None or os.environ.get(pg_server.ENV):
+        pytest.skip("needs a PostgreSQL server these tests start and stop themselves")
+    pg = pg_server.PgServer()
+    pg.start()
+    proc: trio.Process | None = None
+    try:
+        url = pg_server.fresh_database(pg.url)
+        store = SessionStore(url)
+        log = tmp_path / "worker.log"
+        err = await trio.to_thread.run_sync(lambda: open(log, "wb"))  # noqa: SIM115
+        try:
+            proc = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "rho_actors", "worker", "--store", url, "--lease", "2"],
+                stderr=err,
+            )
+        finally:
+            err.close()
+        with trio.fail_after(30):
+            while b"serving" not in log.read_bytes():  # noqa: ASYNC110
+                await trio.sleep(0.05)
+        await trio.to_thread.run_sync(pg.stop)
+        with trio.fail_after(30):
+            while b"cannot reach the store" not in log.read_bytes():  # noqa: ASYNC110
+                await trio.sleep(0.1)
+        await trio.to_thread.run_sync(pg.start)
+        server.default = _echo
+        run = await enqueue(SessionStore(url), "are you back?", agent=_config(server, tmp_path))
+        with trio.fail_after(60):
+            assert (await run.wait())["text"] == "answer to are you back?"
+        assert b"reached the store again" in log.read_bytes()
+        del store
+    finally:
+        if proc is not None:
+            proc.kill()
+            await proc.wait()
+        await trio.to_thread.run_sync(pg.remove)

@@ -14,9 +14,10 @@ the ``a`` methods: the synchronous ones block the event loop.
 from __future__ import annotations
 
 import builtins
+import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -273,6 +274,36 @@ class SessionStore:
             await trio.to_thread.run_sync(self.request_cancel, session_id, reason)
         else:
             await actor.request_cancel(session_id, reason)
+
+    async def arequest_approval(
+        self, session_id: str, tool_call_id: str, approved: bool, reason: str | None = None
+    ) -> None:
+        """Send an approval decision to whichever process runs the session."""
+        payload = {"tool_call_id": tool_call_id, "approved": approved, "reason": reason}
+        await self._request_control(session_id, "approve", payload)
+
+    async def arequest_reconfigure(self, session_id: str, **changes: Any) -> None:
+        """Reconfigure the session wherever it runs (``profile`` by name, path or
+        mapping, ``working_dir``, ``auto_approve``, ``enable_delegate``)."""
+        profile = changes.get("profile")
+        if profile is not None and not isinstance(profile, str | Mapping):
+            changes["profile"] = profile.to_mapping()  # travels as data
+        await self._request_control(session_id, "reconfigure", changes)
+
+    async def _request_control(self, session_id: str, kind: str, payload: Any) -> None:
+        def send() -> None:
+            if not self.backend.exists(session_id):
+                raise StoreError("no such session", session_id=session_id, operation=kind)
+            self.backend.request_control(session_id, kind, json.dumps(payload))
+
+        await self._in_thread(send)
+
+    def take_control_requests(
+        self, session_ids: Iterable[str]
+    ) -> builtins.list[tuple[str, str, Any]]:
+        """Control requests for these sessions (session id, kind, decoded payload)."""
+        raw = self._locked(self.backend.take_control_requests, list(session_ids))
+        return [(sid, kind, json.loads(payload)) for sid, kind, payload in raw]
 
     async def wait_for_control(self, poll: float) -> None:
         """Return when another process may have sent a control request (a cancel).

@@ -413,3 +413,29 @@ async def _watch_cancel_requests(supervisor: Supervisor, scope: trio.CancelScope
                 session = supervisor.sessions.get(session_id)
                 if session is not None and session.running:
                     await session.cancel(reason)
+            await _apply_control_requests(supervisor, store)
+
+
+async def _apply_control_requests(supervisor: Supervisor, store: SessionStore) -> None:
+    """Approval decisions and reconfigurations other processes sent to our sessions."""
+    try:
+        requests = await trio.to_thread.run_sync(
+            store.take_control_requests, list(supervisor.sessions)
+        )
+    except StoreError as exc:
+        logger.warning("cannot read control requests: %s", exc)
+        return
+    for session_id, kind, payload in requests:
+        session = supervisor.sessions.get(session_id)
+        if session is None:
+            continue
+        try:
+            if kind == "approve":
+                if payload.get("approved"):
+                    await session.approve(payload["tool_call_id"])
+                else:
+                    await session.deny(payload["tool_call_id"], payload.get("reason") or "denied")
+            elif kind == "reconfigure":
+                await session.reconfigure(**payload)
+        except (RhoError, TypeError, KeyError) as exc:
+            logger.warning("session %s: cannot apply a %s request: %s", session_id, kind, exc)

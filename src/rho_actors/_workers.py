@@ -106,6 +106,20 @@ class QueuedRun:
         """Cancel it: at once if still queued, else through the worker hosting it."""
         await self.store._in_thread(_backend(self.store).cancel_job, self.id, reason)
 
+    async def approve(self, tool_call_id: str) -> QueuedRun:
+        """Approve a call this (paused) run waits for; the run goes on, queued."""
+        return await self._decide(tool_call_id, True, None)
+
+    async def deny(self, tool_call_id: str, reason: str = "denied by user") -> QueuedRun:
+        """Deny a call this (paused) run waits for; the run goes on, queued."""
+        return await self._decide(tool_call_id, False, reason)
+
+    async def _decide(self, tool_call_id: str, approved: bool, reason: str | None) -> QueuedRun:
+        # The decision travels as a control request, and a resume run takes
+        # it to whichever worker hosts the session next.
+        await self.store.arequest_approval(self.session_id, tool_call_id, approved, reason)
+        return await _enqueue_resume(self.store, self.session_id)
+
 
 async def enqueue(
     store: SessionStore,
@@ -134,6 +148,20 @@ async def enqueue(
     session_id = session_id or uuid.uuid4().hex
     job_id = uuid.uuid4().hex
     await store._in_thread(backend.enqueue, job_id, session_id, prompt, text)
+    return QueuedRun(store=store, id=job_id, session_id=session_id)
+
+
+# The prompt of a queued run that resumes a paused run instead of starting one.
+RESUME = "\x00resume"
+
+
+async def _enqueue_resume(store: SessionStore, session_id: str) -> QueuedRun:
+    backend = _backend(store)
+    text = await store._in_thread(backend.read_config, session_id)
+    if text is None:
+        raise RhoError("no stored config for this session", session_id=session_id)
+    job_id = uuid.uuid4().hex
+    await store._in_thread(backend.enqueue, job_id, session_id, RESUME, text)
     return QueuedRun(store=store, id=job_id, session_id=session_id)
 
 
@@ -172,7 +200,14 @@ async def serve_worker(
         async def run_one(job: dict[str, Any]) -> None:
             nonlocal running
             try:
-                outcome = await _run_job(store, supervisor, job, me)
+                try:
+                    outcome = await _run_job(store, supervisor, job, me)
+                except Exception as exc:
+                    # One run's failure (a crashed session, a decision for a
+                    # call that no longer waits) is that run's result; the
+                    # worker and its other runs go on.
+                    outcome = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+                    outcome["text"] = ""
                 with contextlib.suppress(StoreError):
                     # Unrecorded, the run goes back to the queue when the lease
                     # expires, and the next worker records how it ended.
@@ -229,6 +264,20 @@ async def _run_job(
     except Exception as exc:  # a bad config or an unreadable session: the run's result
         return {"status": "error", "error": f"{type(exc).__name__}: {exc}", "text": ""}
     try:
+        if job["prompt"] == RESUME:
+            # Decisions sent for the paused calls, then the paused run goes on.
+            requests = await trio.to_thread.run_sync(store.take_control_requests, [session_id])
+            for _, kind, payload in requests:
+                if kind == "approve":
+                    if payload.get("approved"):
+                        await session.approve(payload["tool_call_id"])
+                    else:
+                        await session.deny(
+                            payload["tool_call_id"], payload.get("reason") or "denied"
+                        )
+                elif kind == "reconfigure":
+                    await session.reconfigure(**payload)
+            return _record(await session.resume())
         state = session.state
         # Runs the session has begun: the finished ones, and one cut off by a crash.
         begun = state.run_count + (1 if state.status == "interrupted" else 0)

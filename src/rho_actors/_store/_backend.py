@@ -34,6 +34,7 @@ The trace protocol is complete-or-absent:
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import datetime as dt
 import errno
@@ -42,7 +43,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -117,6 +118,17 @@ class StoreBackend(Protocol):
         """Cancel requests made since the last call (session id to reason)."""
         ...
 
+    def request_control(self, session_id: str, kind: str, payload: str) -> None:
+        """Send the process running the session an approval decision or a
+        reconfiguration (``kind``, and its JSON ``payload``)."""
+        ...
+
+    def take_control_requests(
+        self, session_ids: Iterable[str]
+    ) -> builtins.list[tuple[str, str, str]]:
+        """The control requests for these sessions, oldest first; taken only once."""
+        ...
+
     def release(self, session_id: str) -> None:
         """Let go of what is cached for a session that went idle (an open trace file)."""
         ...
@@ -167,6 +179,9 @@ def _store_error(exc: OSError, what: str, path: Path, session_id: str | None) ->
         reason = "permission denied"
     return StoreError(f"cannot {what} ({reason})", path=str(path), session_id=session_id)
 
+
+# What a control request may ask of the process running a session.
+CONTROL_KINDS = ("approve", "reconfigure")
 
 # How old a half-built session directory must be before a listing removes
 # it: its creator died between building it and renaming it into place.
@@ -398,6 +413,36 @@ class DirectoryBackend:
                 reason or "cancelled from another process"
             )
         return requests
+
+    def request_control(self, session_id: str, kind: str, payload: str) -> None:
+        self._dir(session_id)  # validates the id
+        folder = self._control_dir()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _store_error(exc, "send a control request", folder, session_id) from exc
+        name = f"{session_id}.{time.time_ns():020d}.{uuid.uuid4().hex[:6]}.{kind}"
+        self._write_atomic(folder / name, payload.encode(), session_id)
+
+    def take_control_requests(self, session_ids: Iterable[str]) -> list[tuple[str, str, str]]:
+        wanted = set(session_ids)
+        try:
+            names = sorted(os.listdir(self._control_dir()))
+        except FileNotFoundError:
+            return []
+        taken: list[tuple[str, str, str]] = []
+        for name in names:
+            parts = name.split(".")
+            if len(parts) != 4 or parts[0] not in wanted or parts[3] not in CONTROL_KINDS:
+                continue
+            path = self._control_dir() / name
+            try:
+                payload = path.read_text(encoding="utf-8")
+                os.unlink(path)
+            except OSError:
+                continue  # another process took it
+            taken.append((parts[0], parts[3], payload))
+        return taken
 
     # --- reading ----------------------------------------------------------------
 

@@ -32,7 +32,8 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from .. import _records as r
@@ -67,6 +68,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
     ),
     (
+        """CREATE TABLE rho_control (
+            id TEXT PRIMARY KEY,
+            session_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            requested_at {real} NOT NULL
+        )""",
+        "CREATE INDEX rho_control_session ON rho_control (session_id, requested_at)",
         """CREATE TABLE rho_queue (
             id TEXT PRIMARY KEY,
             session_id TEXT NOT NULL,
@@ -326,6 +335,38 @@ class SQLBackend:
             # Delivered at commit to every listening process (ids only: a
             # payload stays far below PostgreSQL's 8,000-byte limit).
             conn.execute("SELECT pg_notify(%s, %s)", (CONTROL_CHANNEL, session_id))
+
+    def request_control(self, session_id: str, kind: str, payload: str) -> None:
+        with self._tx("send a control request", session_id) as conn:
+            self._q(
+                conn,
+                "INSERT INTO rho_control (id, session_id, kind, payload, requested_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (uuid.uuid4().hex, session_id, kind, payload, time.time()),
+            )
+            if self._dialect.name == "postgresql":
+                conn.execute("SELECT pg_notify(%s, %s)", (CONTROL_CHANNEL, session_id))
+
+    def take_control_requests(
+        self, session_ids: Iterable[str]
+    ) -> builtins.list[tuple[str, str, str]]:
+        ids = builtins.list(session_ids)
+        rows: builtins.list[Any] = []
+        with self._tx("read control requests") as conn:
+            # Most polls find nothing: one cheap look before touching anything.
+            if not self._q(conn, "SELECT 1 FROM rho_control LIMIT 1").fetchone():
+                return []
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                rows += self._q(
+                    conn,
+                    f"DELETE FROM rho_control WHERE session_id IN ({marks}) "
+                    "RETURNING session_id, kind, payload, requested_at",
+                    tuple(chunk),
+                ).fetchall()
+        rows.sort(key=lambda r: float(r[3]))
+        return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
 
     def take_cancel_requests(self) -> dict[str, str]:
         """Cancel requests for this process: for the sessions it holds leases on
