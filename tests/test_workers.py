@@ -219,6 +219,9 @@ async def test_in_process_worker_on_sqlite(server: ScriptedServer, tmp_path: Pat
         again = await enqueue(store, "follow-up", session_id=runs[0].session_id)
         with trio.fail_after(30):
             assert (await again.wait())["text"] == "answer to follow-up"
+            kinds = [event["type"] async for event in again.events()]
+        assert kinds[-1] == "run_end" and "message" in kinds
+        assert kinds.count("run_start") == 2  # the session's two runs, replayed
         nursery.cancel_scope.cancel()
     assert texts == [f"answer to job {i}" for i in range(5)]
     state = store.load_state(runs[0].session_id)

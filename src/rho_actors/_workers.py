@@ -35,12 +35,14 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import attrs
 import trio
 import yaml
 
+from . import _records as r
 from ._agent import Agent
 from ._config import AgentConfig
 from ._errors import RhoError, StoreError
@@ -55,6 +57,8 @@ logger = logging.getLogger("rho_actors.workers")
 DEFAULT_LEASE_SECONDS = 10.0
 # How often an idle worker looks for queued runs, and a waiter for a result.
 POLL_INTERVAL = 0.1
+# How often events() looks for newly persisted records.
+EVENTS_POLL_INTERVAL = 0.2
 # Statuses of a queued run that no longer change.
 FINAL = ("done", "cancelled")
 
@@ -101,6 +105,30 @@ class QueuedRun:
                 value: dict[str, Any] = json.loads(job["result"])
                 return value
             await trio.sleep(POLL_INTERVAL)
+
+    async def events(self, after_seq: int = 0) -> AsyncIterator[dict[str, Any]]:
+        """The session's trace records as the worker persists them (``seq``, ``ts``,
+        ``type`` and the record's fields), from after ``after_seq``; ends once the
+        run is done. Text deltas are not persisted, so they are not among them.
+        """
+        backend = _backend(self.store)
+        last = after_seq
+        while True:
+            finished = await self.status() in FINAL
+            if await self.store._in_thread(backend.exists, self.session_id):
+                envelopes = await self.store._in_thread(backend.load, self.session_id)
+                for envelope in envelopes:
+                    if envelope.seq > last:
+                        last = envelope.seq
+                        yield {
+                            "seq": envelope.seq,
+                            "ts": envelope.ts,
+                            **r.converter.unstructure(envelope.record),
+                            "type": envelope.record.type,
+                        }
+            if finished:
+                return
+            await trio.sleep(EVENTS_POLL_INTERVAL)
 
     async def cancel(self, reason: str = "cancelled") -> None:
         """Cancel it: at once if still queued, else through the worker hosting it."""
