@@ -109,6 +109,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+# How long getting a database connection is retried before an operation fails.
+CONNECT_RETRY_SECONDS = 5.0
 # The LISTEN/NOTIFY channel for cross-process control requests (session ids).
 CONTROL_CHANNEL = "rho_control"
 
@@ -156,9 +158,27 @@ class SQLBackend:
 
     @contextlib.contextmanager
     def _tx(self, what: str, session_id: str | None = None) -> Iterator[Any]:
-        """A connection in one transaction; database failures become StoreErrors."""
+        """A connection in one transaction; database failures become StoreErrors.
+
+        Getting the connection is retried with backoff for a few seconds (a
+        database restarting, a dropped connection being replaced): nothing
+        has been sent yet, so a retry cannot apply anything twice. A failure
+        once statements ran is reported, never retried: a commit that may or
+        may not have happened must not be repeated.
+        """
         try:
-            with self._connect() as conn:
+            with contextlib.ExitStack() as stack:
+                delay = 0.1
+                deadline = time.monotonic() + CONNECT_RETRY_SECONDS
+                while True:
+                    try:
+                        conn = stack.enter_context(self._connect())
+                        break
+                    except Exception:
+                        if time.monotonic() + delay > deadline:
+                            raise
+                        time.sleep(delay)
+                        delay = min(delay * 2, 2.0)
                 yield conn
         except StoreError:
             raise
@@ -764,7 +784,18 @@ def _open_postgres(location: str) -> SQLBackend:
     @contextlib.contextmanager
     def connect() -> Iterator[Any]:
         if not pools:
-            pools.append(ConnectionPool(location, min_size=1, max_size=4, open=True, timeout=30))
+            # Connections are checked when taken: one the server dropped is
+            # replaced instead of failing the next group commit.
+            pools.append(
+                ConnectionPool(
+                    location,
+                    min_size=1,
+                    max_size=4,
+                    open=True,
+                    timeout=CONNECT_RETRY_SECONDS,
+                    check=ConnectionPool.check_connection,
+                )
+            )
         with pools[0].connection() as conn, conn.transaction():
             yield conn
 
@@ -784,15 +815,19 @@ def _open_postgres(location: str) -> SQLBackend:
     listener: list[Any] = []
 
     def listen(timeout: float) -> bool:
-        if not listener:
-            conn = psycopg.connect(location, autocommit=True, connect_timeout=10)
-            conn.execute(f"LISTEN {CONTROL_CHANNEL}")
-            listener.append(conn)
         try:
+            if not listener:
+                conn = psycopg.connect(location, autocommit=True, connect_timeout=10)
+                conn.execute(f"LISTEN {CONTROL_CHANNEL}")
+                listener.append(conn)
             for _ in listener[0].notifies(timeout=timeout, stop_after=1):
                 return True
         except psycopg.Error:
-            listener.pop().close()  # a new connection next time
+            # The database is away: poll until it is back (a new connection
+            # next time); the caller looks for requests after each wait anyway.
+            while listener:
+                with contextlib.suppress(psycopg.Error):
+                    listener.pop().close()
             time.sleep(timeout)
         return False
 
