@@ -15,6 +15,7 @@ from ._config import REQUEST_FIELDS, AgentConfig, request_options
 from ._daytona import DaytonaBackend
 from ._errors import ConfigError
 from ._llm import ModelClient, ModelClients, ModelSettings
+from ._mcp import specs_from_config
 from ._profiles import PermissionProfile, load_profile
 from ._tools import ToolRegistry
 from .tools import builtin_tools
@@ -28,7 +29,7 @@ PLACEHOLDER_API_KEY = "sk-no-key-configured"
 class Agent:
     """A reusable agent: its config, its permission profile and its tools."""
 
-    __slots__ = ("_profile", "_system_prompt", "backend", "config", "registry")
+    __slots__ = ("_profile", "_system_prompt", "backend", "config", "mcp_servers", "registry")
 
     def __init__(self, config: AgentConfig | None = None, **overrides: Any) -> None:
         if config is None:
@@ -38,6 +39,7 @@ class Agent:
         self.config = config
         self._profile = load_profile(config.profile)
         self.backend = _resolve_backend(config)
+        self.mcp_servers = specs_from_config(config.mcp_servers, source=config.source)
         self.registry = ToolRegistry(builtin_tools(self._profile, remote=self.remote))
         if self._profile.allows_tool("delegate"):
             self.registry.register(DelegateTool())

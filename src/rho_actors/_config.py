@@ -98,6 +98,11 @@ class AgentConfig:
     # as HTTP headers. Secret-looking keys are redacted wherever written.
     extra_body: dict[str, Any] = attrs.field(factory=dict)
     extra_headers: dict[str, str] = attrs.field(factory=dict)
+    # MCP servers whose tools the agent gets: each a mapping with ``name`` and a
+    # stdio ``command`` (``args``, ``env``, ``cwd``) or a streamable-HTTP
+    # ``url`` (``headers``), optional ``allow``/``deny`` tool lists and an
+    # ``approval`` policy (auto, always, never). See rho_actors._mcp.
+    mcp_servers: list[Any] = attrs.field(factory=list)
     # Seconds a model request may wait for its response headers, and a
     # started stream may go without a byte (see rho_actors._llm).
     response_timeout: float = DEFAULT_RESPONSE_TIMEOUT
@@ -106,6 +111,21 @@ class AgentConfig:
     api_key: str | None = attrs.field(default=None, repr=False)
     # Where the config was loaded from, for relative paths and error messages.
     source: str | None = attrs.field(default=None, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        # Built from Python, a config is checked as a YAML one is: a wrong type
+        # is one ConfigError naming the field now, not a failure deep in a run.
+        for f in attrs.fields(type(self)):
+            if f.name in ("api_key", "source", "profile", "backend"):
+                continue  # objects allowed here; the Agent resolves and checks them
+            value = getattr(self, f.name)
+            if f.name == "extras" and not isinstance(value, Mapping):
+                raise ConfigError(
+                    f"got {type(value).__name__} {value!r}", key="extras", expected="a mapping"
+                )
+            checked = _check_field(f.name, value, self.source or "AgentConfig")
+            if checked is not value:
+                object.__setattr__(self, f.name, checked)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> AgentConfig:
@@ -173,6 +193,8 @@ class AgentConfig:
                 value = redact_url(value)
             if f.name in ("extras", "extra_body", "extra_headers"):
                 value = redact(value)
+            if f.name == "mcp_servers":
+                value = [_server_as_data(server) for server in value]
             out[f.name] = value
         return out
 
@@ -313,6 +335,24 @@ _STR_OR_NONE = {
 }
 
 
+def _server_as_data(server: Any) -> Any:
+    """An MCP server entry as written to a config: secrets in env and headers redacted."""
+    if not isinstance(server, Mapping):
+        server = {
+            k: v
+            for k, v in attrs.asdict(server).items()
+            if v not in (None, (), {}) and not (k == "approval" and v == "auto")
+        }
+    data = dict(server)
+    for key in ("env", "headers"):
+        if key in data:
+            data[key] = redact(dict(data[key]))
+    for key in ("args", "allow", "deny"):
+        if isinstance(data.get(key), tuple):
+            data[key] = list(data[key])
+    return data
+
+
 def _check_field(key: str, value: Any, source: str | None) -> Any:
     def bad(expected: str) -> ConfigError:
         return ConfigError(
@@ -385,6 +425,10 @@ def _check_field(key: str, value: Any, source: str | None) -> Any:
         if value is not None and not isinstance(value, bool):
             raise bad("true or false")
         return value
+    if key == "mcp_servers":
+        if not isinstance(value, list):
+            raise bad("a list of server mappings (name, and command or url)")
+        return list(value)  # each entry is checked when the Agent is built
     if key == "extra_body":
         if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
             raise bad("a mapping of request fields")

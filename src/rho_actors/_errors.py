@@ -189,3 +189,24 @@ def single_exception(exc: Exception) -> Exception:
             break
         exc = inner
     return exc
+
+
+def require_trio(what: str) -> None:
+    """Fail clearly when rho_actors is awaited from another event loop.
+
+    Its actors, nurseries and cancel scopes are trio's: awaited from asyncio
+    they fail deep inside trio with an obscure message. This says what to do
+    instead, before anything starts.
+    """
+    import sniffio
+
+    try:
+        library = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        return
+    if library != "trio":
+        raise RhoError(
+            f"{what} was awaited from {library}; rho_actors runs on trio. Run your program "
+            "with trio.run(main) (trio is installed with rho_actors), or, inside an asyncio "
+            "program, call it through the trio-asyncio bridge (pip install trio-asyncio)"
+        )

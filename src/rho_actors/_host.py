@@ -36,6 +36,7 @@ import trio
 
 from ._hosting import install_ambient_hosting
 from ._llm import open_model_clients
+from ._mcp import serve_mcp
 from ._registry import serve_registry
 from ._sandboxes import serve_sandboxes
 from ._services import Services
@@ -65,11 +66,15 @@ class AmbientHost:
 
     async def _main(self) -> None:
         try:
-            async with open_model_clients() as clients, trio.open_nursery() as nursery:
+            async with (
+                open_model_clients() as clients,
+                serve_mcp() as mcp,
+                trio.open_nursery() as nursery,
+            ):
                 registry = await nursery.start(serve_registry)
                 sandboxes = await nursery.start(serve_sandboxes)
                 self._shared = Services(
-                    clients=clients, registry=registry, store=None, sandboxes=sandboxes
+                    clients=clients, registry=registry, store=None, sandboxes=sandboxes, mcp=mcp
                 )
                 self._nursery = nursery
                 self._ready.set()

@@ -107,6 +107,8 @@ class Session(Protocol):
     def _publish(self, event: AgentEvent) -> None: ...
     def _delegation(self) -> Delegation: ...
     def _sandbox_capability(self) -> Any: ...
+    def _mcp_capability(self) -> Any: ...
+    async def _load_mcp_tools(self) -> list[str]: ...
 
     async def _persist(
         self,
@@ -407,6 +409,10 @@ async def _loop(
     max_turns = session.max_turns or config.max_turns
     max_tools = config.max_tool_executions
     context_retry_used = False
+    # The agent's MCP tools, discovered on first use of the session: a server
+    # that cannot be reached is reported, and the run goes on without it.
+    for problem in await session._load_mcp_tools():
+        await events.emit(AgentEvent("error", content=problem))
     # A resumed run starts by executing the decided calls of the paused turn.
     if state.unanswered_tool_calls():
         step = await _answer_pending(session, events, totals, control)
@@ -678,6 +684,7 @@ async def _invoke(
         profile=session.profile,
         delegation=session._delegation(),
         sandbox=session._sandbox_capability(),
+        mcp=session._mcp_capability(),
     )
     handler = session.tool(call.name)
     if handler is None and not session.profile.allows_tool(call.name):

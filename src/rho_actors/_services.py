@@ -18,6 +18,7 @@ import attrs
 import trio
 
 from ._llm import ModelClients, open_model_clients
+from ._mcp import McpServers, serve_mcp
 from ._registry import DEFAULT_MAX_SUBPROCESSES, RegistryRef, serve_registry
 from ._sandboxes import SandboxesRef, serve_sandboxes
 from ._store._actor import StoreRef, TelemetrySink, serve_store
@@ -30,6 +31,7 @@ class Services:
     registry: RegistryRef
     store: StoreRef | None
     sandboxes: SandboxesRef | None = None
+    mcp: McpServers | None = None
 
 
 @asynccontextmanager
@@ -58,15 +60,19 @@ async def open_services(
             )
         if shared is not None:
             sandboxes = shared.sandboxes
+            mcp = shared.mcp
         else:
             sandboxes = await nursery.start(serve_sandboxes)
+            mcp = await stack.enter_async_context(serve_mcp())
         store = None
         if backend is not None or telemetry is not None:
             store = await nursery.start(
                 functools.partial(serve_store, backend, telemetry, lock=lock)
             )
         try:
-            yield Services(clients=clients, registry=registry, store=store, sandboxes=sandboxes)
+            yield Services(
+                clients=clients, registry=registry, store=store, sandboxes=sandboxes, mcp=mcp
+            )
         finally:
             # Closing the mailboxes lets both actors drain and return on their own,
             # so writes already accepted by the Store are committed.

@@ -29,7 +29,7 @@ import trio
 
 from ._actor import NoPublicConstructor
 from ._agent import Agent
-from ._errors import ActorError, RhoError, StoreError
+from ._errors import ActorError, RhoError, StoreError, require_trio
 from ._gc import tuned_gc
 from ._messages import Hibernate
 from ._registry import DEFAULT_MAX_SUBPROCESSES
@@ -314,6 +314,7 @@ async def open_supervisor(
     the garbage collector is tuned for many long-lived objects (see
     ``rho_actors._gc``).
     """
+    require_trio("open_supervisor()")
     backend = store.backend if store is not None else None
     try:
         with tuned_gc():

@@ -350,7 +350,7 @@ class TelemetryDB:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+        self.path = Path(path).expanduser()
         self._conn: sqlite3.Connection | None = None
 
     def _error(self, what: str, exc: Exception, operation: str) -> StoreError:

@@ -49,6 +49,8 @@ class ToolContext:
     # On the Daytona backend: the capability to reach the session's sandbox
     # (``await ctx.sandbox.get()``); None on the local backend.
     sandbox: Any = None
+    # The supervisor's MCP connections, for MCP tools (``rho_actors._mcp``).
+    mcp: Any = None
 
 
 @attrs.frozen(kw_only=True, slots=True)

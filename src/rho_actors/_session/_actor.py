@@ -30,11 +30,14 @@ from .._errors import (
     ActorCrashed,
     ActorStopped,
     RhoError,
+    ToolError,
+    require_trio,
     single_exception,
 )
 from .._events import AgentEvent, CompactResult, RunResult
 from .._hosting import SessionHost, SessionStoreHandle, host_ambiently
 from .._llm import ModelSettings, ToolCall
+from .._mcp import McpTool, tools_for
 from .._messages import (
     ApprovalDecision,
     Cancel,
@@ -98,6 +101,7 @@ class SessionActor:
         "_left",
         "_live_turns",
         "_mailbox",
+        "_mcp_loaded",
         "_monitors",
         "_observability",
         "_pending_changes",
@@ -170,6 +174,9 @@ class SessionActor:
         # The Sandboxes actor holding this session's Daytona sandbox, once it
         # has one: told to delete it when the session ends for good.
         self._sandbox_owner: SandboxesRef | None = None
+        # The MCP servers' tool-list versions this session's MCP tools reflect
+        # (None: not discovered yet, or a server failed).
+        self._mcp_loaded: tuple[int, ...] | None = None
         self._working_dir: Path | None = None
         self._mailbox: Mailbox[SessionMessage] | None = None
         # Prompts that arrived during a run, in order (rarely more than a few).
@@ -388,6 +395,7 @@ class SessionActor:
         A session nobody hosts is hosted by this trio run's ambient host while
         it is used, and released when its last caller leaves.
         """
+        require_trio("a session")
         if self._hibernating:
             await self.wake()
         while not self._hosted():
@@ -725,6 +733,42 @@ class SessionActor:
             raise RhoError("no sandbox owner in these services", session_id=self.id)
         self._sandbox_owner = owner
         return SandboxCapability(owner, self.id, backend, network=self._profile.network)
+
+    async def _load_mcp_tools(self) -> list[str]:
+        """Discover the agent's MCP tools, once (connecting to each server lazily);
+        returns what went wrong. A server that failed is tried again next run."""
+        specs = self.agent.mcp_servers
+        if not specs:
+            return []
+        servers = self._require_services().mcp
+        if servers is None:
+            return ["no MCP connections in these services"]
+        versions = tuple(servers.version(spec) for spec in specs)
+        if self._mcp_loaded == versions:
+            return []
+        problems: list[str] = []
+        handlers: list[ToolHandler] = []
+        for spec in specs:
+            try:
+                listed = await servers.tools(spec)
+            except ToolError as exc:
+                problems.append(str(exc))
+                continue
+            handlers += tools_for(spec, listed, self._profile)
+        if self._tools is self.agent.registry:
+            self._tools = self._tools.copy()
+        for old in [h.name for h in self._tools if isinstance(h, McpTool)]:
+            self._tools.unregister(old)
+        for handler in handlers:
+            if handler.name not in self._tools:
+                self._tools.register(handler)
+        # A server that failed is tried again next run; a changed list is re-read.
+        self._mcp_loaded = None if problems else tuple(servers.version(s) for s in specs)
+        return problems
+
+    def _mcp_capability(self) -> Any:
+        services = self._services
+        return services.mcp if services is not None else None
 
     def _release_sandbox(self) -> None:
         owner, self._sandbox_owner = self._sandbox_owner, None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import shlex
 import sys
 import time
 import traceback
@@ -118,6 +119,25 @@ def add_agent_flags(parser: argparse.ArgumentParser) -> None:
         help="a system-prompt template variable (repeatable)",
     )
     group.add_argument("--system-prompt", metavar="TEXT_OR_FILE", help="the system prompt")
+    group.add_argument(
+        "--mcp",
+        metavar="NAME=COMMAND",
+        action="append",
+        default=[],
+        type=parse_mcp,
+        help="an MCP server (a stdio command line, or an http(s):// URL); repeatable",
+    )
+
+
+def parse_mcp(text: str) -> dict[str, Any]:
+    """``--mcp name=command args...`` or ``--mcp name=https://host/mcp``."""
+    name, sep, target = text.partition("=")
+    if not sep or not name.strip() or not target.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=COMMAND or NAME=URL, got {text!r}")
+    if target.startswith(("http://", "https://")):
+        return {"name": name.strip(), "url": target.strip()}
+    words = shlex.split(target)
+    return {"name": name.strip(), "command": words[0], "args": words[1:]}
 
 
 def parse_var(text: str) -> tuple[str, str]:
@@ -153,12 +173,29 @@ def config_from_flags(args: argparse.Namespace, base: AgentConfig | None = None)
         value = getattr(args, flag, None)
         if value is not None:
             changes[flag] = value
+    prompt = getattr(args, "system_prompt", None)
+    if prompt is not None and _names_a_file(prompt) and not Path(prompt).expanduser().is_file():
+        raise UsageError(
+            f"--system-prompt: no such file {prompt!r} (give the prompt's text, or the path "
+            "of a template that exists)"
+        )
     if getattr(args, "working_dir", None) is not None:
         changes["working_dir"] = str(existing_dir(args.working_dir, "--working-dir"))
+    servers = getattr(args, "mcp", None) or []
+    if servers:
+        changes["mcp_servers"] = [*config.mcp_servers, *servers]
     variables = dict(getattr(args, "var", []) or [])
     if variables:
         changes["vars"] = {**config.vars, **variables}
     return attrs.evolve(config, **changes) if changes else config
+
+
+def _names_a_file(text: str) -> bool:
+    """Whether a --system-prompt value reads as a path rather than as prompt text:
+    one word, with a directory separator or a template's suffix."""
+    if not text or any(c.isspace() for c in text):
+        return False
+    return "/" in text or text.lower().endswith((".md", ".txt", ".j2", ".jinja", ".prompt"))
 
 
 def build_agent(config: AgentConfig) -> Agent:

@@ -20,6 +20,7 @@ from . import (
     _chat,
     _demo,
     _dispatch,
+    _mcp,
     _monitor,
     _profiles,
     _run,
@@ -106,6 +107,7 @@ def build_parser() -> ArgumentParser:
     _add_sandboxes(commands, common)
     _add_store(commands, common)
     _add_worker(commands, common)
+    _add_mcp(commands, common)
     _add_demo(commands, common)
     return parser
 
@@ -229,6 +231,16 @@ def _add_profiles(commands: Subcommands, common: ArgumentParser) -> None:
     _command(actions, common, "list", _profiles.list_main, "the profiles you can name")
     show = _command(actions, common, "show", _profiles.show_main, "every field of a profile")
     show.add_argument("name", metavar="NAME", help="a profile name or a YAML path")
+
+
+def _add_mcp(commands: Subcommands, common: ArgumentParser) -> None:
+    mcp = commands.add_parser("mcp", help="the MCP servers an agent uses", parents=[common])
+    actions = mcp.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = _command(actions, common, "list", _mcp.list_main, "each server's tools")
+    listing.add_argument(
+        "config_file", nargs="?", metavar="CONFIG", help="an AgentConfig YAML file"
+    )
+    add_agent_flags(listing)
 
 
 def _add_worker(commands: Subcommands, common: ArgumentParser) -> None:

@@ -1,0 +1,28 @@
+"""Every program in examples/ runs, offline, as a user would run it (so none can rot)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+EXPECTED = {
+    "mcp_tools.py": "19 + 23 = 42",
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_example_runs(name: str) -> None:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / name)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert EXPECTED[name] in done.stdout
+
+
+def test_every_example_is_tested() -> None:
+    programs = {p.name for p in EXAMPLES.glob("*.py") if not p.name.endswith("_server.py")}
+    assert programs == set(EXPECTED)
