@@ -3,4 +3,6 @@
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/setup.sh
-exec "${PYTHON:-python3}" -m pytest -q "$@"
+. scripts/python.sh
+PY=$(rho_python)
+exec "$PY" -m pytest -q "$@"
