@@ -10,7 +10,14 @@ import pytest
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 EXPECTED = {
+    "approvals.py": "process 2: completed: The report is written.",
+    "custom_tool.py": "the tool returned 4; the answer: There are 4 distinct words.",
+    "delegation.py": "The child found two failed services",
+    "fanout.py": "all completed",
     "mcp_tools.py": "19 + 23 = 42",
+    "quickstart.py": "completed - The notes say deploys happen on Tuesdays.",
+    "runtime_api.py": "dispatch_prompt: completed - looked into: analyze the logs",
+    "supervisor.py": "50 sessions persisted",
 }
 
 
