@@ -457,3 +457,27 @@ async def test_demo_runs_offline_in_under_30_seconds() -> None:
     assert "cancelled mid-stream" in ran.out
     assert "compacted" in ran.out
     assert "24/24 completed" in ran.out
+
+
+async def test_run_without_key_or_endpoint_uses_the_offline_model(tmp_path: Path) -> None:
+    """No OPENAI_API_KEY and no --base-url: one line says so, and the embedded offline
+    model drives the real tools (list, then read) to an answer."""
+    (tmp_path / "notes.txt").write_text("deploys on Tuesdays\n")
+    env = {
+        k: v
+        for k, v in _env().items()
+        if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "RHO_ACTORS_BASE_URL")
+    }
+    ran = await cli(
+        "run",
+        "what is here?",
+        "--working-dir",
+        str(tmp_path),
+        "--store",
+        str(tmp_path / "s"),
+        env=env,
+    )
+    assert ran.code == 0, ran.err
+    assert "using the embedded offline model" in ran.err
+    assert "→ list" in ran.err and "→ read" in ran.err
+    assert "deploys on Tuesdays" in ran.out

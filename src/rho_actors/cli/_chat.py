@@ -28,6 +28,7 @@ from ._common import (
     CliError,
     build_agent,
     config_from_flags,
+    maybe_offline,
     open_store,
     resolve_session,
     short_id,
@@ -74,7 +75,11 @@ def chat_options(args: argparse.Namespace) -> ChatOptions:
 async def chat(options: ChatOptions, agent: Agent | None, resume_id: str | None) -> int:
     """Run the REPL on a new session (``agent``) or on the stored one ``resume_id``."""
     _enable_line_editing()
-    async with open_terminal() as term, open_supervisor(store=options.store) as supervisor:
+    async with contextlib.AsyncExitStack() as stack:
+        if agent is not None:
+            agent = await stack.enter_async_context(maybe_offline(agent))
+        term = await stack.enter_async_context(open_terminal())
+        supervisor = await stack.enter_async_context(open_supervisor(store=options.store))
         if resume_id is not None:
             session = await _resume(supervisor, options, resume_id)
         else:

@@ -9,12 +9,14 @@ code; ``--debug`` adds the traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import os
 import shlex
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -196,6 +198,30 @@ def _names_a_file(text: str) -> bool:
     if not text or any(c.isspace() for c in text):
         return False
     return "/" in text or text.lower().endswith((".md", ".txt", ".j2", ".jinja", ".prompt"))
+
+
+OFFLINE_NOTICE = "no OPENAI_API_KEY and no --base-url: using the embedded offline model"
+
+
+def wants_offline(agent: Agent) -> bool:
+    """No key and no endpoint anywhere: the embedded offline model answers."""
+    return agent.config.base_url is None and not (
+        agent.config.api_key or os.environ.get("OPENAI_API_KEY")
+    )
+
+
+@contextlib.asynccontextmanager
+async def maybe_offline(agent: Agent) -> AsyncIterator[Agent]:
+    """``agent``, or, when nothing is configured, the same agent pointed at the
+    embedded offline model (started for the block, announced in one line)."""
+    if not wants_offline(agent):
+        yield agent
+        return
+    from ..testing import offline_responder, open_scripted_server
+
+    print(OFFLINE_NOTICE, file=sys.stderr, flush=True)
+    async with open_scripted_server(default=offline_responder) as server:
+        yield Agent(attrs.evolve(agent.config, base_url=server.base_url, model="offline"))
 
 
 def build_agent(config: AgentConfig) -> Agent:

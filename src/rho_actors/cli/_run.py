@@ -23,7 +23,14 @@ from .._events import RunResult
 from .._session import Session
 from .._session_store import SessionStore
 from .._supervisor import open_supervisor
-from ._common import UsageError, build_agent, config_from_flags, open_store, output_path
+from ._common import (
+    UsageError,
+    build_agent,
+    config_from_flags,
+    maybe_offline,
+    open_store,
+    output_path,
+)
 from ._terminal import (
     INTERRUPT_REASON,
     EventPrinter,
@@ -74,7 +81,11 @@ def _read_prompt(prompt: str) -> str:
 
 
 async def _run(agent: Agent, store: SessionStore, prompt: str, assume_yes: bool) -> Outcome:
-    async with open_terminal() as term, open_supervisor(store=store) as supervisor:
+    async with (
+        maybe_offline(agent) as agent,
+        open_terminal() as term,
+        open_supervisor(store=store) as supervisor,
+    ):
         session = await supervisor.start_session(agent)
         return await run_turn(term, session, prompt, assume_yes=assume_yes)
 

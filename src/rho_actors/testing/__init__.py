@@ -27,6 +27,7 @@ from ._script import ScriptItem as ScriptItem
 from ._script import ToolCallSpec as ToolCallSpec
 from ._script import Usage as Usage
 from ._script import benchmark_responder as benchmark_responder
+from ._script import offline_responder as offline_responder
 from ._script import ok_responder as ok_responder
 from ._server import DEFAULT_BACKLOG as DEFAULT_BACKLOG
 from ._server import ScriptedServer as ScriptedServer
@@ -53,6 +54,7 @@ __all__ = [
     "Usage",
     "benchmark_responder",
     "crash_next_run",
+    "offline_responder",
     "ok_responder",
     "open_fake_daytona",
     "open_scripted_server",

@@ -33,6 +33,7 @@ __all__ = [
     "ToolCallSpec",
     "Usage",
     "benchmark_responder",
+    "offline_responder",
     "ok_responder",
 ]
 
@@ -499,3 +500,37 @@ def benchmark_responder(
         return Reply.tool_call(tool_name, {tool_arg: text})
 
     return respond
+
+
+def offline_responder(request: RecordedRequest) -> Reply:
+    """The embedded offline model's default script: it uses the real tools.
+
+    Asked something, it lists the working directory; shown the listing, it
+    reads the first file there (if the agent may); shown a file, it answers
+    with what it found. It never claims to understand the question: it is
+    a stand-in that exercises the machinery end to end without an API key.
+    """
+    messages = request.messages
+    last = messages[-1] if messages else {}
+    offered = {t.get("function", {}).get("name") for t in request.tools}
+    calls = [m for m in messages if m.get("role") == "assistant" and m.get("tool_calls")]
+    if last.get("role") != "tool":
+        if "list" in offered:
+            return Reply.tool_call("list", {"path": "."}, text="Let me look around. ")
+        return Reply.text(_OFFLINE_NOTE + " No tools are available to me here.")
+    result = str(last.get("content") or "")
+    if len(calls) == 1 and "read" in offered:
+        for line in result.splitlines()[1:]:
+            name = line.strip()
+            if name and not name.endswith("/") and "->" not in name:
+                return Reply.tool_call("read", {"path": name.split("  (")[0], "limit": 20})
+    lines = [line for line in result.splitlines() if line.strip()]
+    summary = lines[0] if lines else "(nothing)"
+    return Reply.text(
+        f"{_OFFLINE_NOTE} I looked at the working directory "
+        f"({len(calls)} tool call{'s' if len(calls) != 1 else ''}); the last result begins: "
+        f"{summary[:200]}"
+    )
+
+
+_OFFLINE_NOTE = "[offline model: set OPENAI_API_KEY or --base-url for a real one]"
