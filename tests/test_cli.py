@@ -481,3 +481,22 @@ async def test_run_without_key_or_endpoint_uses_the_offline_model(tmp_path: Path
     assert "using the embedded offline model" in ran.err
     assert "→ list" in ran.err and "→ read" in ran.err
     assert "deploys on Tuesdays" in ran.out
+
+
+async def test_sessions_list_newest_first_with_limit_status_and_json(
+    server: ScriptedServer, tmp_path: Path
+) -> None:
+    store = str(tmp_path / "sessions")
+    server.default = lambda request: Reply.text("ok")
+    for prompt in ("first", "second", "third"):
+        ran = await cli("run", prompt, *model_flags(server), "--store", store)
+        assert ran.code == 0, ran.err
+    listed = await cli("sessions", "list", "--store", store, "--json")
+    rows = json.loads(listed.out)
+    assert [r["first_prompt"] for r in rows] == ["third", "second", "first"]
+    limited = json.loads(
+        (await cli("sessions", "list", "--store", store, "--json", "--limit", "2")).out
+    )
+    assert [r["first_prompt"] for r in limited] == ["third", "second"]
+    none = await cli("sessions", "list", "--store", store, "--status", "paused")
+    assert "no sessions" in none.out

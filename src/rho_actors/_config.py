@@ -254,7 +254,10 @@ def _substitute(template: str, values: Mapping[str, str], where: str) -> str:
                 "template variable has no value",
                 file=where,
                 key=name,
-                expected=f"vars[{name!r}] in the config",
+                expected=(
+                    f"a value: `--var {name}=VALUE`, vars: {{{name}: ...}} in the config, "
+                    f"or `{name}: ...` in the template's front matter"
+                ),
             )
         return values[name]
 
@@ -273,9 +276,15 @@ def _split_front_matter(text: str, where: str) -> tuple[str, dict[str, str]]:
     except yaml.YAMLError as exc:
         raise ConfigError("invalid front matter", file=where, expected="YAML") from exc
     body = text[end + 4 :].lstrip("\n")
-    defaults = meta.get("vars", {}) if isinstance(meta, dict) else {}
-    if not isinstance(defaults, dict):
+    if not isinstance(meta, dict):
+        raise ConfigError("front matter is not a mapping", file=where, expected="NAME: value lines")
+    # Defaults as top-level keys (`team: platform`), or nested under `vars:`;
+    # a nested value wins over a top-level one of the same name.
+    nested = meta.get("vars", {})
+    if not isinstance(nested, dict):
         raise ConfigError("front matter 'vars' is not a mapping", file=where, key="vars")
+    defaults = {k: v for k, v in meta.items() if k != "vars" and not isinstance(v, dict | list)}
+    defaults.update(nested)
     return body, {str(k): str(v) for k, v in defaults.items()}
 
 

@@ -98,8 +98,10 @@ async def demo(n_sessions: int) -> int:
         scenes, totals = await _play(console, Path(tmp), n_sessions)
     console.print(_summary_table(scenes))
     console.print(
-        f"{totals.model_calls} model calls · {totals.persisted} sessions persisted "
-        f"(and replayable) · {time.perf_counter() - started:.1f} s in all"
+        f"{totals.model_calls} model calls · {totals.persisted} sessions persisted and "
+        "replayed in a scratch store, deleted on exit (`rho-actors run` and `chat` keep "
+        "theirs for `rho-actors sessions list`) · "
+        f"{time.perf_counter() - started:.1f} s in all"
     )
     return EXIT_OK if all(scene.ok for scene in scenes) else EXIT_ERROR
 

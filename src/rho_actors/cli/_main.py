@@ -186,6 +186,22 @@ def _add_sessions(commands: Subcommands, common: ArgumentParser) -> None:
     actions = sessions.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = _command(actions, common, "list", _sessions.list_main, "list stored sessions")
     add_store_flag(listing)
+    listing.add_argument("--limit", type=_positive_int, metavar="N", help="the N newest only")
+    listing.add_argument(
+        "--status",
+        choices=(
+            "idle",
+            "running",
+            "completed",
+            "error",
+            "cancelled",
+            "paused",
+            "interrupted",
+            "corrupt",
+        ),
+        help="only sessions with this status",
+    )
+    listing.add_argument("--json", action="store_true", help="print JSON")
     show = _command(actions, common, "show", _sessions.show_main, "show a session's transcript")
     show.add_argument("id", metavar="ID", help="a session id or a unique prefix of one")
     show.add_argument("--full", action="store_true", help="do not shorten long tool results")

@@ -41,9 +41,35 @@ RESULT_PREVIEW_LINES = 12
 
 
 def list_main(args: argparse.Namespace) -> int:
+    """Newest first; ``--status`` and ``--limit`` narrow it, ``--json`` is for scripts.
+
+    Piped, the table keeps its full width (no 80-column wrapping mid-id).
+    """
     store = open_store(args)
-    infos = store.list()
-    console = Console(highlight=False)
+    infos = sorted(store.list(), key=lambda info: info.updated_at or info.created_at, reverse=True)
+    if args.status:
+        infos = [info for info in infos if info.status == args.status]
+    if args.limit is not None:
+        infos = infos[: args.limit]
+    if args.json:
+        rows = [
+            {
+                "id": info.id,
+                "status": info.status,
+                "created_at": info.created_at.isoformat(),
+                "updated_at": info.updated_at.isoformat() if info.updated_at else None,
+                "model": info.model,
+                "profile": info.profile,
+                "runs": info.run_count,
+                "tokens": info.total_tokens,
+                "first_prompt": info.first_prompt,
+                "error": info.error,
+            }
+            for info in infos
+        ]
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return EXIT_OK
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
     if not infos:
         console.print(f"no sessions in {store.location}")
         return EXIT_OK
