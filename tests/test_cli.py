@@ -500,3 +500,34 @@ async def test_sessions_list_newest_first_with_limit_status_and_json(
     assert [r["first_prompt"] for r in limited] == ["third", "second"]
     none = await cli("sessions", "list", "--store", store, "--status", "paused")
     assert "no sessions" in none.out
+
+
+async def test_an_unreachable_endpoint_is_visible_at_once_and_timeout_ends_the_run(
+    tmp_path: Path,
+) -> None:
+    """The endpoint and each retry are shown as they happen; --timeout ends the run."""
+    env = _env(OPENAI_API_KEY="sk-test")
+    ran = await cli(
+        "run",
+        "hi",
+        "--base-url",
+        "http://127.0.0.1:9/v1",
+        "--store",
+        str(tmp_path / "s"),
+        "--timeout",
+        "1.5",
+        env=env,
+    )
+    assert "http://127.0.0.1:9/v1: cannot reach the model endpoint" in ran.err
+    assert "retrying in" in ran.err and "(attempt 2 of 5)" in ran.err
+    assert "deadline exceeded" in ran.err
+    slow = await cli(
+        "run",
+        "hi",
+        "--base-url",
+        "http://127.0.0.1:9/v1",
+        "--store",
+        str(tmp_path / "s"),
+        env={**env, "RHO_ACTORS_TIMEOUT_SECONDS": "1"},
+    )
+    assert "deadline exceeded" in slow.err

@@ -118,11 +118,23 @@ async def test_three_workers_share_200_runs_and_survive_a_kill_9(
     config = _config(server, tmp_path)
     queued = [await enqueue(store, f"task {i}", agent=config) for i in range(200)]
     await workers.start(3)
+    victim = workers.procs[0]
+
+    async def victim_busy() -> bool:
+        jobs = await _jobs(store)
+        done = sum(1 for j in jobs if j["status"] == "done")
+        mine = [
+            j
+            for j in jobs
+            if j["status"] == "claimed" and j["worker"] and f":{victim.pid}:" in j["worker"]
+        ]
+        return done >= 30 and len(mine) >= 2
+
     with trio.fail_after(60):
         # Other processes change the database: polling it is the only way to see.
-        while sum(1 for j in await _jobs(store) if j["status"] == "done") < 60:  # noqa: ASYNC110
-            await trio.sleep(0.1)
-    victim = workers.procs[0]
+        # The kill comes mid-way, while the victim has runs in flight.
+        while not await victim_busy():  # noqa: ASYNC110
+            await trio.sleep(0.02)
     victim.send_signal(signal.SIGKILL)
     await victim.wait()
     with trio.fail_after(120):

@@ -35,6 +35,8 @@ one above only through a protocol it declares (``_run.Session``,
 ``_hosting.SessionHost``) or the one hook ``_host`` installs.
 """
 
+import logging as _logging
+
 from ._agent import Agent as Agent
 from ._cancel import CancellationToken as CancellationToken
 from ._config import AgentConfig as AgentConfig
@@ -185,3 +187,7 @@ __all__ = [
     "serve_worker",
     "start_runtime",
 ]
+
+# Silent by default, as a library should be: the CLI's --verbose (or the
+# application's own logging configuration) decides where records go.
+_logging.getLogger("rho_actors").addHandler(_logging.NullHandler())

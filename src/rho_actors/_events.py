@@ -27,6 +27,7 @@ EventType = Literal[
     "error",
     "cancelled",
     "interruption",
+    "retry",
 ]
 
 EVENT_TYPES: frozenset[str] = frozenset(EventType.__args__)  # type: ignore[attr-defined]

@@ -634,7 +634,7 @@ class ModelClient:
         body: bytes,
         *,
         stream: bool,
-        on_retry: Callable[[Exception, float], None] | None = None,
+        on_retry: Callable[[Exception, float, int], Any] | None = None,
         attempt: int = 0,
         seen: set[str] | None = None,
     ) -> tuple[Any, _Shard, int]:
@@ -682,7 +682,7 @@ class ModelClient:
         self,
         failure: Exception,
         attempt: int,
-        on_retry: Callable[[Exception, float], None] | None,
+        on_retry: Callable[[Exception, float, int], Any] | None,
         seen: set[str] | None = None,
     ) -> int:
         """Wait out the backoff for a retryable failure, or raise it as a ModelError.
@@ -716,16 +716,27 @@ class ModelClient:
         if isinstance(failure, openai.RateLimitError):
             self.gate.pause(delay)
         if on_retry is not None:
-            on_retry(failure, delay)
+            said = on_retry(failure, delay, attempt)
+            if said is not None:
+                await said
         await trio.sleep(delay)
         return attempt + 1
+
+    def describe_retry(self, failure: Exception, delay: float, attempt: int) -> str:
+        """What a waiting user is told: the endpoint, what went wrong, what happens next."""
+        where = self.settings.base_url or "the OpenAI API"
+        total = self.settings.max_retries + 1
+        return (
+            f"{where}: {_describe(failure, self.settings)}; retrying in {delay:.1f} s "
+            f"(attempt {attempt + 2} of {total})"
+        )
 
     async def stream(
         self,
         encoded_messages: Sequence[bytes],
         tools: Sequence[Mapping[str, Any]] | None,
         on_text: Callable[[str], Any] | None = None,
-        on_retry: Callable[[Exception, float], None] | None = None,
+        on_retry: Callable[[Exception, float, int], Any] | None = None,
         hold_connection: Callable[[Callable[[], None] | None], None] | None = None,
     ) -> ModelTurn:
         """Stream one completion; ``on_text`` sees each text delta as it arrives.
@@ -815,7 +826,7 @@ class ModelClient:
         self,
         encoded_messages: Sequence[bytes],
         *,
-        on_retry: Callable[[Exception, float], None] | None = None,
+        on_retry: Callable[[Exception, float, int], Any] | None = None,
     ) -> ModelTurn:
         """One non-streaming completion without tools (used for summaries)."""
         body = build_body(self.settings, encoded_messages, None, stream=False)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -119,6 +120,8 @@ class Session(Protocol):
         live: bool = False,
     ) -> None: ...
 
+
+logger = logging.getLogger("rho_actors.run")
 
 # How long the final records of a cancelled run may take to reach the store.
 FINAL_WRITE_TIMEOUT = 5.0
@@ -431,6 +434,12 @@ async def _loop(
         async def on_text(delta: str) -> None:
             await events.emit(AgentEvent("text", content=delta))
 
+        async def on_retry(failure: Exception, delay: float, attempt: int) -> None:
+            # A slow or failing endpoint is visible at once, not a blank wait.
+            message = client.describe_retry(failure, delay, attempt)
+            logger.warning("session %s: %s", session.id, message)
+            await events.emit(AgentEvent("retry", content=message))
+
         started = time.perf_counter()
         try:
             with span("rho_actors.model_call", session_id=session.id, model=config.model) as call:
@@ -438,6 +447,7 @@ async def _loop(
                     state.encoded_messages(),
                     session.tool_specs() or None,
                     on_text=on_text,
+                    on_retry=on_retry,
                     hold_connection=control.hold_connection,
                 )
                 set_attributes(

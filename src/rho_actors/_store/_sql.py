@@ -19,7 +19,7 @@ both apply a migration.
 
 Like every backend, its methods block and are called from the Store
 actor's worker thread, one at a time. PostgreSQL goes through psycopg 3's
-synchronous API and a small ``psycopg_pool`` pool (the optional
+synchronous API on one connection (the optional
 ``rho-actors[postgres]`` extra); SQLite is the standard library's, in WAL
 mode.
 """
@@ -33,6 +33,7 @@ import sqlite3
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -661,7 +662,7 @@ class SQLBackend:
             self._listening.release()
 
     def release(self, session_id: str) -> None:
-        """Nothing is held per session (connections belong to the pool)."""
+        """Nothing is held per session (the connection belongs to the backend)."""
 
     def close(self) -> None:
         self._close()
@@ -770,38 +771,40 @@ def _sqlite_tx(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 def _open_postgres(location: str) -> SQLBackend:
     try:
         import psycopg
-        from psycopg_pool import ConnectionPool
     except ImportError:
         raise StoreError(
             "a PostgreSQL store needs psycopg: pip install 'rho-actors[postgres]'",
             path=redact_url(location),
         ) from None
     shown = redact_url(location)
-    # The pool is opened on first use and closed with the backend (a
-    # supervisor ending); the next use opens a new one.
-    pools: list[Any] = []
+    # One connection, used by one thread at a time (the Store actor's worker,
+    # or a caller holding the store's lock): every backend call is serialised
+    # anyway, so a pool would only add threads that outlive their store. It is
+    # opened on first use, replaced when the server dropped it, and closed with
+    # the backend (a supervisor ending) or when the backend is collected.
+    held: list[Any] = []
 
     @contextlib.contextmanager
     def connect() -> Iterator[Any]:
-        if not pools:
-            # Connections are checked when taken: one the server dropped is
-            # replaced instead of failing the next group commit.
-            pools.append(
-                ConnectionPool(
-                    location,
-                    min_size=1,
-                    max_size=4,
-                    open=True,
-                    timeout=CONNECT_RETRY_SECONDS,
-                    check=ConnectionPool.check_connection,
-                )
-            )
-        with pools[0].connection() as conn, conn.transaction():
-            yield conn
+        if held and (held[0].closed or held[0].broken):
+            with contextlib.suppress(psycopg.Error):
+                held.pop().close()
+        if not held:
+            held.append(psycopg.connect(location, connect_timeout=10))
+        conn = held[0]
+        try:
+            with conn.transaction():
+                yield conn
+        except psycopg.OperationalError:
+            # A connection that failed mid-transaction is not trusted again.
+            with contextlib.suppress(psycopg.Error):
+                held.pop().close()
+            raise
 
     def close() -> None:
-        while pools:
-            pools.pop().close()
+        while held:
+            with contextlib.suppress(psycopg.Error):
+                held.pop().close()
 
     # One plain connection first: a refused or misaddressed server fails at
     # once with libpq's own message, not after the pool's wait.
@@ -837,4 +840,10 @@ def _open_postgres(location: str) -> SQLBackend:
             with contextlib.suppress(psycopg.Error):
                 listener.pop().close()
 
-    return SQLBackend(connect, dialect="postgresql", location=shown, close=close_all, listen=listen)
+    backend = SQLBackend(
+        connect, dialect="postgresql", location=shown, close=close_all, listen=listen
+    )
+    # A store nobody closes (a SessionStore used for one listing) must not leave
+    # connections to the garbage collector, which would warn about them.
+    weakref.finalize(backend, close_all)
+    return backend

@@ -224,15 +224,26 @@ async def maybe_offline(agent: Agent) -> AsyncIterator[Agent]:
         yield Agent(attrs.evolve(agent.config, base_url=server.base_url, model="offline"))
 
 
+# Config keys that a flag of the same name (dashed) sets.
+_FLAG_KEYS = ("profile", "model", "base_url", "system_prompt", "working_dir")
+
+
 def build_agent(config: AgentConfig) -> Agent:
     """An Agent whose config errors surface now, as exit code 2, not mid-run.
 
     Building the agent loads its profile; asking for the model settings
     checks the endpoint; resolving the system prompt reads its template.
     """
-    agent = Agent(config)
-    agent.model_settings()
-    _ = agent.system_prompt
+    try:
+        agent = Agent(config)
+        agent.model_settings()
+        _ = agent.system_prompt
+    except ConfigError as exc:
+        # A value that came from a flag is reported by the flag's name.
+        if exc.file is None and exc.key in _FLAG_KEYS and config.source is None:
+            detail = str(exc).split(": ", 1)[-1]
+            raise UsageError(f"--{exc.key.replace('_', '-')}: {detail}") from None
+        raise
     if config.working_dir is not None:
         existing_dir(config.working_dir, f"{config.source or 'config'}: key 'working_dir'")
     return agent

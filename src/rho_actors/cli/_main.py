@@ -10,6 +10,7 @@ does its async work under ``trio.run``.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -48,6 +49,10 @@ if TYPE_CHECKING:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.verbose:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+        )
     handler: Handler = args.handler
     try:
         return handler(args)
@@ -90,6 +95,12 @@ def build_parser() -> ArgumentParser:
         default=argparse.SUPPRESS,
         help="show tracebacks for errors",
     )
+    common.add_argument(
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="log what the library does (retries, reconnects, store faults) to stderr",
+    )
     parser = ArgumentParser(
         prog="rho-actors",
         description="A trio-native actor supervisor for LLM agents.",
@@ -97,6 +108,9 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"rho-actors {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument(
+        "--verbose", action="store_true", help="log what the library does to stderr"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(commands, common)
     _add_chat(commands, common)
@@ -126,6 +140,13 @@ def _command(
 
 def _add_run(commands: Subcommands, common: ArgumentParser) -> None:
     run = _command(commands, common, "run", _run.main, "run one prompt, streaming as it happens")
+    run.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        default=None,
+        help="end the run after this long (default: $RHO_ACTORS_TIMEOUT_SECONDS, else none)",
+    )
     run.add_argument("prompt", metavar="PROMPT", help="the prompt ('-' reads it from stdin)")
     add_agent_flags(run)
     add_store_flag(run)

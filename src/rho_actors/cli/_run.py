@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -57,7 +58,18 @@ def main(args: argparse.Namespace) -> int:
     agent = build_agent(config_from_flags(args))
     store = open_store(args)
     output = output_path(args.output)
-    outcome = trio.run(_run, agent, store, prompt, args.yes)
+    timeout = args.timeout
+    if timeout is None and os.environ.get("RHO_ACTORS_TIMEOUT_SECONDS"):
+        try:
+            timeout = float(os.environ["RHO_ACTORS_TIMEOUT_SECONDS"])
+        except ValueError:
+            raise UsageError(
+                "RHO_ACTORS_TIMEOUT_SECONDS: expected a number of seconds, got "
+                f"{os.environ['RHO_ACTORS_TIMEOUT_SECONDS']!r}"
+            ) from None
+    if timeout is not None and timeout <= 0:
+        raise UsageError(f"--timeout: expected a positive number of seconds, got {timeout:g}")
+    outcome = trio.run(_run, agent, store, prompt, args.yes, timeout)
     if output is not None:
         if outcome.result.status == "completed":
             write_output(output, outcome)
@@ -80,13 +92,16 @@ def _read_prompt(prompt: str) -> str:
     return prompt
 
 
-async def _run(agent: Agent, store: SessionStore, prompt: str, assume_yes: bool) -> Outcome:
+async def _run(
+    agent: Agent, store: SessionStore, prompt: str, assume_yes: bool, run_timeout: float | None
+) -> Outcome:
     async with (
         maybe_offline(agent) as agent,
         open_terminal() as term,
         open_supervisor(store=store) as supervisor,
     ):
         session = await supervisor.start_session(agent)
+        session.run_timeout = run_timeout  # the run ends "cancelled: deadline exceeded"
         return await run_turn(term, session, prompt, assume_yes=assume_yes)
 
 

@@ -212,6 +212,8 @@ class EventPrinter:
                 note(f"error: {event.content}", style="red")
             case "interruption":
                 note(f"paused: {event.content}", style="yellow")
+            case "retry":
+                note(f"… {event.content}", style="yellow")
             case _:
                 pass  # approval_request (the callback asks), usage, the final events
 
