@@ -531,3 +531,26 @@ async def test_an_unreachable_endpoint_is_visible_at_once_and_timeout_ends_the_r
         env={**env, "RHO_ACTORS_TIMEOUT_SECONDS": "1"},
     )
     assert "deadline exceeded" in slow.err
+
+
+async def test_sessions_show_prints_long_messages_whole(
+    server: ScriptedServer, tmp_path: Path
+) -> None:
+    store = str(tmp_path / "sessions")
+    server.add(Reply.text("word " * 100 + "THE-END"))
+    ran = await cli("run", "x " * 80 + "PROMPT-END", *model_flags(server), "--store", store)
+    assert ran.code == 0, ran.err
+    listed = json.loads((await cli("sessions", "list", "--store", store, "--json")).out)
+    shown = await cli("sessions", "show", listed[0]["id"], "--store", store, env=_env(COLUMNS="80"))
+    assert "PROMPT-END" in shown.out and "THE-END" in shown.out
+    assert "1 run ·" in shown.out
+
+
+async def test_dispatch_warns_when_no_answer_would_be_kept(
+    server: ScriptedServer, tmp_path: Path
+) -> None:
+    tasks = tmp_path / "tasks.yaml"
+    tasks.write_text(yaml.safe_dump({"tasks": [{"prompt": "p"}]}))
+    ran = await cli("dispatch", str(tasks), *model_flags(server), "--no-store")
+    assert ran.code == 0, ran.err
+    assert "--no-store without --output keeps no answer" in ran.err

@@ -17,6 +17,7 @@ import argparse
 import collections
 import contextlib
 import json
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -102,6 +103,12 @@ class Tally:
 def main(args: argparse.Namespace) -> int:
     if args.no_store and args.store:
         raise UsageError("--no-store and --store: expected one or the other")
+    if args.no_store and args.output is None:
+        print(
+            "warning: --no-store without --output keeps no answer: each run's text is "
+            "discarded when it finishes (add --output FILE.jsonl)",
+            file=sys.stderr,
+        )
     path = Path(args.file)
     tasks = load_tasks(path)
     agents = agents_for(tasks, config_from_flags(args), path.parent)

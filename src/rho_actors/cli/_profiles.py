@@ -9,6 +9,7 @@ write.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 import attrs
@@ -68,7 +69,8 @@ def list_main(args: argparse.Namespace) -> int:
             row.append(value)
     for row in rows:
         table.add_row(*row)
-    Console(highlight=False).print(table)
+    # Piped, a table keeps a width that fits it rather than 80 columns.
+    Console(highlight=False, width=None if sys.stdout.isatty() else 200).print(table)
     return EXIT_OK
 
 

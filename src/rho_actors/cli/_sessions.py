@@ -30,6 +30,7 @@ from ._common import (
     one_line,
     open_store,
     output_path,
+    plural,
     resolve_session,
     short_id,
 )
@@ -106,11 +107,13 @@ def show_main(args: argparse.Namespace) -> int:
     store = open_store(args)
     info = resolve_session(store, args.id)
     state = store.load_state(info.id)
-    console = Console(highlight=False, soft_wrap=True)
+    # Long messages wrap (piped, at the usual 80 columns) and are never cut;
+    # only tool results are shortened, unless --full.
+    console = Console(highlight=False)
     console.print(
         Text(
             f"session {info.id} · {info.status} · model {info.model} · profile {info.profile} · "
-            f"{state.run_count} runs · {state.usage.get('total_tokens', 0):,} tokens",
+            f"{plural(state.run_count, 'run')} · {state.usage.get('total_tokens', 0):,} tokens",
             style="bold",
         )
     )
