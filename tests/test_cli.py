@@ -554,3 +554,17 @@ async def test_dispatch_warns_when_no_answer_would_be_kept(
     ran = await cli("dispatch", str(tasks), *model_flags(server), "--no-store")
     assert ran.code == 0, ran.err
     assert "--no-store without --output keeps no answer" in ran.err
+
+
+async def test_dispatch_stops_early_when_every_run_fails_the_same_way(
+    server: ScriptedServer, tmp_path: Path
+) -> None:
+    server.default = None  # every request: HTTP 500 "script exhausted"
+    tasks = tmp_path / "tasks.yaml"
+    tasks.write_text(yaml.safe_dump({"tasks": [{"prompt": f"p{i}"} for i in range(30)]}))
+    output = tmp_path / "out.jsonl"
+    flags = [*model_flags(server), "--no-store", "--concurrency", "2", "--output", str(output)]
+    ran = await cli("dispatch", str(tasks), *flags)
+    assert ran.code != 0
+    assert "stopping: the first 5 runs all failed the same way" in ran.err
+    assert len(_lines(output)) < 30

@@ -26,6 +26,7 @@ import email.utils
 import hashlib
 import json
 import random
+import re
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -437,7 +438,9 @@ def _describe(exc: Exception, settings: ModelSettings | None = None) -> str:
     if isinstance(exc, openai.APITimeoutError) and settings is not None:
         return f"no response from the model endpoint in {settings.stream_idle_timeout:g} s"
     if isinstance(exc, openai.APIStatusError):
-        return f"model endpoint returned HTTP {exc.status_code}: {exc.message}"
+        # openai's message repeats the status ("Error code: 401 - ..."): once is enough.
+        message = re.sub(r"^Error code: \d+ - ", "", exc.message)
+        return f"model endpoint returned HTTP {exc.status_code}: {message}"
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc.__context__
         detail = f" ({type(cause).__name__}: {cause})" if cause else ""

@@ -17,6 +17,7 @@ import argparse
 import collections
 import contextlib
 import json
+import re
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -81,6 +82,9 @@ class Tally:
     by_status: collections.Counter[str] = attrs.field(factory=collections.Counter)
     completed_ids: set[str] = attrs.field(factory=set)
     interrupted: bool = False
+    stopped_early: bool = False
+    # The error every finished run failed with so far (None once one differs).
+    failures_seen: str | None = None
     seconds: float = 0.0
 
     @property
@@ -179,8 +183,41 @@ async def _dispatch(
                     tally.add(record)
                     progress.update(bar, completed=tally.done)
                     _report_problem(term, record)
-        tally.interrupted = token.is_cancelled()
+                    same = _same_failure(tally, record)
+                    if same is not None and not token.is_cancelled():
+                        # The endpoint or the config is wrong, not the tasks:
+                        # fifty identical error lines would say nothing more.
+                        term.note(
+                            f"stopping: the first {SAME_FAILURE_LIMIT} runs all failed the same "
+                            f"way ({same}); fix that and run again",
+                            style="red bold",
+                        )
+                        tally.stopped_early = True
+                        token.cancel("every run failed the same way")
+        tally.interrupted = token.is_cancelled() and not tally.stopped_early
     tally.seconds = time.perf_counter() - started
+
+
+# Finished runs that, all failing with one and the same error and none
+# succeeding, stop a dispatch early.
+SAME_FAILURE_LIMIT = 5
+
+
+def _same_failure(tally: Tally, record: dict[str, Any]) -> str | None:
+    """The shared error, once the first SAME_FAILURE_LIMIT runs all failed with it."""
+    if record["status"] in ("completed", "cancelled"):
+        tally.failures_seen = None
+        return None
+    # "The same way": the same message once numbers (request ids, counts) are
+    # set aside.
+    error = re.sub(r"\d+", "#", str(record["error"]))
+    if tally.done == 1:
+        tally.failures_seen = error
+    elif tally.failures_seen != error:
+        tally.failures_seen = None
+    if tally.failures_seen is not None and tally.done == SAME_FAILURE_LIMIT:
+        return str(record["error"])
+    return None
 
 
 async def _enqueue_all(
