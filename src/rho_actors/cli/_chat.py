@@ -204,7 +204,10 @@ class Repl:
             with self.term.interrupts.cancelling(cancel):
                 result = await session.compact(instructions)
         except RhoError as exc:
-            self.term.note(f"compaction failed: {exc}", style="red")
+            text = str(exc)
+            # The error may say so already ("compaction failed: ..."): once is enough.
+            prefix = "" if text.startswith("compaction failed") else "compaction failed: "
+            self.term.note(f"{prefix}{text}", style="red")
             return
         if not result.summary:
             self.term.note("nothing to compact yet: the last two turns are always kept")
