@@ -305,3 +305,26 @@ async def ask(
     reply: Reply[T] = Reply()
     await mailbox.put(make(reply), what=what, session_id=session_id)
     return await reply.wait(what=what, session_id=session_id)
+
+
+class RunLimiter:
+    """A ``trio.CapacityLimiter`` per trio run, made on first use in that run.
+
+    A limiter belongs to the run that made it, so a module-level one would
+    break the second ``trio.run`` of a process (tests, CLIs); this keeps one
+    per run under a name.
+    """
+
+    __slots__ = ("_size", "_var")
+
+    def __init__(self, name: str, size: int) -> None:
+        self._var: trio.lowlevel.RunVar[trio.CapacityLimiter] = trio.lowlevel.RunVar(name)
+        self._size = size
+
+    def get(self) -> trio.CapacityLimiter:
+        try:
+            return self._var.get()
+        except LookupError:
+            limiter = trio.CapacityLimiter(self._size)
+            self._var.set(limiter)
+            return limiter

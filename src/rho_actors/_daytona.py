@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
+from ._actor import RunLimiter
 from ._errors import ConfigError, RhoError
 
 __all__ = [
@@ -50,22 +51,13 @@ LABEL_CREATED_BY = "created-by"
 LABEL_SESSION = "rho-actors-session"
 LABEL_HOST = "rho-actors-host"
 
-# Daytona API calls running at once in worker threads (one per trio run).
-_CALLS: trio.lowlevel.RunVar[trio.CapacityLimiter] = trio.lowlevel.RunVar("rho_daytona_calls")
+# Daytona API calls running at once in worker threads.
+_CALLS = RunLimiter("rho_daytona_calls", 16)
 # How often a running remote command is polled for its exit.
 POLL_INTERVAL = 0.2
 # The longest one Daytona API call may take (creating a sandbox from an image
 # included) before it is abandoned as unanswered.
 API_CALL_TIMEOUT = 180.0
-
-
-def _limiter() -> trio.CapacityLimiter:
-    try:
-        return _CALLS.get()
-    except LookupError:
-        limiter = trio.CapacityLimiter(16)
-        _CALLS.set(limiter)
-        return limiter
 
 
 class SandboxError(RhoError):
@@ -174,7 +166,7 @@ async def _call(fn: Callable[..., _T], *args: Any, what: str) -> _T:
     try:
         with trio.move_on_after(API_CALL_TIMEOUT):
             return await trio.to_thread.run_sync(
-                lambda: fn(*args), limiter=_limiter(), abandon_on_cancel=True
+                lambda: fn(*args), limiter=_CALLS.get(), abandon_on_cancel=True
             )
     except SandboxError:
         raise
@@ -335,11 +327,13 @@ class RemoteSandbox:
         """The SDK's file info, or None when nothing is there."""
         sandbox = await self.ensure()
         try:
-            return await _call(sandbox.fs.get_file_info, path, what="")
+            return await _call(
+                sandbox.fs.get_file_info, path, what=f"{self._where()}: looking at {path}"
+            )
         except SandboxError as exc:
             if "not found" in str(exc).lower() or "NotFound" in str(exc):
                 return None
-            raise SandboxError(f"{self._where()}: looking at {path}: {exc}") from exc
+            raise
 
     async def list_dir(self, path: str) -> list[Any]:
         sandbox = await self.ensure()

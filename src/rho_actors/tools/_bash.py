@@ -28,6 +28,7 @@ from typing import Any
 import attrs
 import trio
 
+from .._actor import RunLimiter
 from .._errors import InvalidToolArguments
 from .._sandbox import probe_bwrap, sandboxed
 from .._secrets import environment_without_secrets
@@ -36,17 +37,8 @@ from .._tools import JSONSchema, ToolContext, ToolOutput
 from ._common import ProfileTool, error, get_str
 from ._process import DEFAULT_GRACE, MiddleCapture, run_process_group
 
-# Shell checks running at once in worker threads (one limiter per trio run).
-_CHECKS: trio.lowlevel.RunVar[trio.CapacityLimiter] = trio.lowlevel.RunVar("rho_actors_checks")
-
-
-def _check_limiter() -> trio.CapacityLimiter:
-    try:
-        return _CHECKS.get()
-    except LookupError:
-        limiter = trio.CapacityLimiter(4)
-        _CHECKS.set(limiter)
-        return limiter
+# Shell checks running at once in worker threads.
+_CHECKS = RunLimiter("rho_actors_checks", 4)
 
 
 __all__ = ["BashTool"]
@@ -124,7 +116,7 @@ class BashTool(ProfileTool):
         # long command still costs tens of milliseconds that other sessions
         # should not wait for.
         verdict = await trio.to_thread.run_sync(
-            check_command, command, self.profile, limiter=_check_limiter()
+            check_command, command, self.profile, limiter=_CHECKS.get()
         )
         if not verdict.allowed:
             return error(f"bash: command refused: {verdict.reason}", refused=True)
