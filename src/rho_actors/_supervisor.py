@@ -431,12 +431,18 @@ async def _apply_control_requests(supervisor: Supervisor, store: SessionStore) -
         if session is None:
             continue
         try:
-            if kind == "approve":
-                if payload.get("approved"):
-                    await session.approve(payload["tool_call_id"])
-                else:
-                    await session.deny(payload["tool_call_id"], payload.get("reason") or "denied")
-            elif kind == "reconfigure":
-                await session.reconfigure(**payload)
+            await apply_control(session, kind, payload)
         except (RhoError, TypeError, KeyError) as exc:
             logger.warning("session %s: cannot apply a %s request: %s", session_id, kind, exc)
+
+
+async def apply_control(session: Session, kind: str, payload: Any) -> None:
+    """Apply one control request another process sent (``approve`` or
+    ``reconfigure``, see ``SessionStore.arequest_approval``/``arequest_reconfigure``)."""
+    if kind == "approve":
+        if payload.get("approved"):
+            await session.approve(payload["tool_call_id"])
+        else:
+            await session.deny(payload["tool_call_id"], payload.get("reason") or "denied")
+    elif kind == "reconfigure":
+        await session.reconfigure(**payload)

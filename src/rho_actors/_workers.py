@@ -48,7 +48,7 @@ from ._config import AgentConfig
 from ._errors import RhoError, StoreError
 from ._events import RunResult
 from ._session_store import SessionStore
-from ._supervisor import open_supervisor
+from ._supervisor import apply_control, open_supervisor
 
 __all__ = ["QueuedRun", "enqueue", "serve_worker"]
 
@@ -296,15 +296,7 @@ async def _run_job(
             # Decisions sent for the paused calls, then the paused run goes on.
             requests = await trio.to_thread.run_sync(store.take_control_requests, [session_id])
             for _, kind, payload in requests:
-                if kind == "approve":
-                    if payload.get("approved"):
-                        await session.approve(payload["tool_call_id"])
-                    else:
-                        await session.deny(
-                            payload["tool_call_id"], payload.get("reason") or "denied"
-                        )
-                elif kind == "reconfigure":
-                    await session.reconfigure(**payload)
+                await apply_control(session, kind, payload)
             return _record(await session.resume())
         state = session.state
         # Runs the session has begun: the finished ones, and one cut off by a crash.
