@@ -17,7 +17,9 @@ EXPECTED = {
     "mcp_tools.py": "19 + 23 = 42",
     "quickstart.py": "completed - The notes say deploys happen on Tuesdays.",
     "runtime_api.py": "dispatch_prompt: completed - looked into: analyze the logs",
+    "structured_output.py": "completed: Ticket(title='Login fails', priority='high'",
     "supervisor.py": "50 sessions persisted",
+    "web_service.py": "job policy: re-attached after event",
 }
 
 

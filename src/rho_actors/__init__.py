@@ -28,7 +28,8 @@ hold it, with no import cycles between modules::
      1 plumbing     _actor (mailbox, reply, control channel) _messages
                     _supervision (generic OTP supervision)
      0 data         _errors _events _records (the one cattrs converter) _state
-                    _config _secrets _cancel _gc _tracing
+                    _config _secrets _cancel _gc _tracing _schema (JSON schemas
+                    from types) _output (structured output) _hooks
 
 A layer above reaches a layer below by importing it; a layer below reaches
 one above only through a protocol it declares (``_run.Session``,
@@ -65,6 +66,8 @@ from ._fanout import Job as Job
 from ._fanout import JobResult as JobResult
 from ._fanout import fan_out as fan_out
 from ._fanout import race as race
+from ._hooks import AgentHooks as AgentHooks
+from ._hooks import HookContext as HookContext
 from ._llm import ModelClient as ModelClient
 from ._messages import ApprovalDecision as ApprovalDecision
 from ._messages import Cancel as Cancel
@@ -73,6 +76,7 @@ from ._messages import Hibernate as Hibernate
 from ._messages import Prompt as Prompt
 from ._messages import Reconfigure as Reconfigure
 from ._messages import Stop as Stop
+from ._output import OutputSpec as OutputSpec
 from ._profiles import PermissionProfile as PermissionProfile
 from ._profiles import list_profiles as list_profiles
 from ._profiles import load_profile as load_profile
@@ -87,6 +91,9 @@ from ._runtime import run_prompt as run_prompt
 from ._runtime import start_runtime as start_runtime
 from ._session import EventStream as EventStream
 from ._session import EventStreamOverflow as EventStreamOverflow
+from ._session import RunEvents as RunEvents
+from ._session import RunHandle as RunHandle
+from ._session import RunStream as RunStream
 from ._session import Session as Session
 from ._session import SessionMonitor as SessionMonitor
 from ._session import SessionRef as SessionRef
@@ -98,6 +105,7 @@ from ._store._backend import StoreBackend as StoreBackend
 from ._supervision import ChildSpec as ChildSpec
 from ._supervisor import Supervisor as Supervisor
 from ._supervisor import open_supervisor as open_supervisor
+from ._supervisor import serve_supervisor as serve_supervisor
 from ._telemetry import TelemetryDB as TelemetryDB
 from ._telemetry import Totals as Totals
 from ._tools import FunctionTool as FunctionTool
@@ -120,6 +128,7 @@ __all__ = [
     "AgentConfig",
     "AgentEvent",
     "AgentHandle",
+    "AgentHooks",
     "AgentRuntime",
     "ApprovalDecision",
     "ApprovalInterrupt",
@@ -136,19 +145,24 @@ __all__ = [
     "EventStreamOverflow",
     "FunctionTool",
     "Hibernate",
+    "HookContext",
     "InvalidToolArguments",
     "Job",
     "JobResult",
     "MailboxClosed",
     "ModelClient",
     "ModelError",
+    "OutputSpec",
     "PendingApproval",
     "PermissionProfile",
     "Prompt",
     "QueuedRun",
     "Reconfigure",
     "RhoError",
+    "RunEvents",
+    "RunHandle",
     "RunResult",
+    "RunStream",
     "RuntimeOptions",
     "SandboxError",
     "Session",
@@ -184,6 +198,7 @@ __all__ = [
     "race",
     "reconfigure_runtime",
     "run_prompt",
+    "serve_supervisor",
     "serve_worker",
     "start_runtime",
 ]

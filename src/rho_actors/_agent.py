@@ -7,15 +7,17 @@ concurrently, because nothing about a conversation lives here.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ._config import REQUEST_FIELDS, AgentConfig, request_options
 from ._daytona import DaytonaBackend
 from ._errors import ConfigError
+from ._hooks import AgentHooks, Guardrail
 from ._llm import ModelClient, ModelClients, ModelSettings
 from ._mcp import specs_from_config
+from ._output import DEFAULT_OUTPUT_RETRIES, OutputMode, OutputSpec
 from ._profiles import PermissionProfile, load_profile
 from ._tools import ToolRegistry
 from .tools import builtin_tools
@@ -29,9 +31,31 @@ PLACEHOLDER_API_KEY = "sk-no-key-configured"
 class Agent:
     """A reusable agent: its config, its permission profile and its tools."""
 
-    __slots__ = ("_profile", "_system_prompt", "backend", "config", "mcp_servers", "registry")
+    __slots__ = (
+        "_profile",
+        "_system_prompt",
+        "backend",
+        "config",
+        "hooks",
+        "input_guardrails",
+        "mcp_servers",
+        "output",
+        "output_guardrails",
+        "registry",
+    )
 
-    def __init__(self, config: AgentConfig | None = None, **overrides: Any) -> None:
+    def __init__(
+        self,
+        config: AgentConfig | None = None,
+        *,
+        output_type: Any = None,
+        output_mode: OutputMode = "auto",
+        output_retries: int = DEFAULT_OUTPUT_RETRIES,
+        hooks: Sequence[AgentHooks] = (),
+        input_guardrails: Sequence[Guardrail] = (),
+        output_guardrails: Sequence[Guardrail] = (),
+        **overrides: Any,
+    ) -> None:
         if config is None:
             config = AgentConfig(**overrides)
         elif overrides:
@@ -44,6 +68,17 @@ class Agent:
         if self._profile.allows_tool("delegate"):
             self.registry.register(DelegateTool())
         self._system_prompt: str | None = None
+        # What every run's final answer must be (None: free text); from
+        # output_type, or else from the seed's response_format.
+        self.output: OutputSpec | None = _output_spec(
+            config, output_type, output_mode, output_retries
+        )
+        for hook in hooks:
+            if not isinstance(hook, AgentHooks):
+                raise ConfigError(f"got {hook!r}", key="hooks", expected="AgentHooks instances")
+        self.hooks: tuple[AgentHooks, ...] = tuple(hooks)
+        self.input_guardrails: tuple[Guardrail, ...] = _callables(input_guardrails, "input")
+        self.output_guardrails: tuple[Guardrail, ...] = _callables(output_guardrails, "output")
 
     @property
     def profile(self) -> PermissionProfile:
@@ -108,6 +143,32 @@ class Agent:
 
     def __repr__(self) -> str:
         return f"Agent(model={self.config.model!r}, profile={self._profile.name!r})"
+
+
+def _output_spec(
+    config: AgentConfig, output_type: Any, mode: OutputMode, retries: int
+) -> OutputSpec | None:
+    if output_type is not None:
+        return OutputSpec.of(output_type, source="output_type", mode=mode, retries=retries)
+    rf = config.response_format
+    if rf is None:
+        return None
+    kind = rf.get("type")
+    if kind == "json_schema" or kind == "json_object":
+        # The seed's response_format is sent as given; the answer is parsed
+        # (and validated against the schema) into result.output.
+        schema = rf if kind == "json_schema" else {"type": "object"}
+        return OutputSpec.of(
+            schema, source="response_format", mode="response_format", retries=retries
+        ).requesting(rf)
+    return None
+
+
+def _callables(guardrails: Sequence[Guardrail], which: str) -> tuple[Guardrail, ...]:
+    for guard in guardrails:
+        if not callable(guard):
+            raise ConfigError(f"got {guard!r}", key=f"{which}_guardrails", expected="callables")
+    return tuple(guardrails)
 
 
 def _resolve_backend(config: AgentConfig) -> DaytonaBackend | None:

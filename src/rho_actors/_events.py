@@ -28,6 +28,7 @@ EventType = Literal[
     "cancelled",
     "interruption",
     "retry",
+    "run_end",
 ]
 
 EVENT_TYPES: frozenset[str] = frozenset(EventType.__args__)  # type: ignore[attr-defined]
@@ -54,6 +55,14 @@ class AgentEvent:
     usage: dict[str, Number] | None = None
     finish_reason: str | None = None
     """On ``turn_complete``: why the model stopped (``"length"``: cut off)."""
+    result: RunResult | None = None
+    """On ``run_end`` (the last event of a run's own stream): the run's result."""
+    seq: int | None = None
+    """The event's 1-based position in its run, on events read from a run's own
+    stream (``handle.events()``, ``session.attach``); None elsewhere."""
+
+    def with_seq(self, seq: int) -> AgentEvent:
+        return attrs.evolve(self, seq=seq)
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -87,6 +96,12 @@ class RunResult:
     turns: int = 0
     truncated: bool = False
     """The final answer was cut off at the token limit (``finish_reason: length``)."""
+    output: Any = None
+    """The structured answer (an instance of the run's ``output_type``), if one was asked for."""
+    blocked_by: str | None = None
+    """The guardrail that blocked the prompt or the answer (then ``status="error"``)."""
+    run_id: str | None = None
+    """The handle id of a run started with ``session.start`` (None for ``run()``)."""
 
 
 @attrs.frozen(slots=True)

@@ -14,11 +14,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ._errors import RhoError
+from ._hooks import AgentHooks
+from ._records import Envelope
 from ._state import State
 
 
 class SessionHost(Protocol):
     """A supervisor, as a session hosted by it sees it."""
+
+    hooks: tuple[AgentHooks, ...]
 
     async def _wake(self, session: Any) -> None:
         """Start a hibernated session's actor again."""
@@ -34,6 +38,8 @@ class SessionStoreHandle(Protocol):
     async def aload_state(self, session_id: str) -> State: ...
 
     async def aread_meta(self, session_id: str) -> dict[str, Any] | None: ...
+
+    async def arecords(self, session_id: str) -> list[Envelope]: ...
 
     @property
     def location(self) -> str:

@@ -192,6 +192,9 @@ class _Provider:
         self.api_key = api_key
         self.gate = shared_gate(_provider_key(base_url, api_key))
         self.shards: list[_Shard] = []
+        # Models this endpoint refused a json_schema response_format for:
+        # their structured output goes through a final-answer tool instead.
+        self.no_json_schema: set[str] = set()
 
     def _new_shard(self) -> _Shard:
         http = httpx2.AsyncClient(
@@ -616,6 +619,18 @@ class ModelClient:
         self._options: Any = {"timeout": settings.http_timeout()}
         if settings.extra_headers:
             self._options["headers"] = dict(settings.extra_headers)
+
+    def with_settings(self, **changes: Any) -> ModelClient:
+        """The same pools with other settings (for the rest of a run)."""
+        return ModelClient(self._clients, attrs.evolve(self.settings, **changes))
+
+    @property
+    def json_schema_refused(self) -> bool:
+        """This endpoint refused a json_schema ``response_format`` for this model before."""
+        return self.settings.model in self._provider.no_json_schema
+
+    def refuse_json_schema(self) -> None:
+        self._provider.no_json_schema.add(self.settings.model)
 
     async def aclose(self) -> None:
         """Close the pools, if this client owns them (see ``Agent.create_client``)."""

@@ -8,7 +8,7 @@ type error. Requests that expect an answer carry their own :class:`Reply`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
@@ -17,6 +17,16 @@ from ._cancel import CancellationToken
 from ._events import AgentEvent, CompactResult, RunResult
 
 EventCallback = Callable[[AgentEvent], Any]
+
+
+class EventLog(Protocol):
+    """Where a run started with a handle keeps its events (``_session._handle.RunLog``)."""
+
+    id: str
+    events: list[AgentEvent]
+    started: bool
+
+    def changed(self) -> None: ...
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -31,6 +41,12 @@ class Prompt:
     token: CancellationToken | None = None
     # Per-run overrides of the model client's settings (ModelSettings fields).
     settings: Mapping[str, Any] | None = None
+    # A run started with a handle: its events go here as they happen.
+    log: EventLog | None = None
+    # Cancel the run in flight and run this one next (sent on the control channel).
+    interrupt: bool = False
+    # Per-run structured output and hooks (see rho_actors._output, _hooks).
+    output: Any = None
 
 
 @attrs.frozen(kw_only=True, slots=True)

@@ -40,6 +40,9 @@ class RunStarted:
     type = "run_start"
     run: int
     prompt: str
+    # The handle's id of a run started with one (``session.start``): what
+    # ``session.attach`` looks for in the trace.
+    run_id: str | None = None
 
 
 @attrs.frozen(kw_only=True, slots=True)

@@ -38,8 +38,10 @@ from ._events import (
     RunResult,
     RunStatus,
 )
+from ._hooks import EVENT_HOOKS, AgentHooks, HookContext, HookFailed, call_hook, check_guardrails
 from ._llm import ModelClient, ModelSettings, ModelTurn, ToolCall
-from ._messages import Cancel, EventCallback
+from ._messages import Cancel, EventCallback, EventLog
+from ._output import FINAL_ANSWER_TOOL, OutputInvalid, OutputSpec, feedback
 from ._profiles import PermissionProfile
 from ._records import Number
 from ._services import Services
@@ -110,6 +112,7 @@ class Session(Protocol):
     def _sandbox_capability(self) -> Any: ...
     def _mcp_capability(self) -> Any: ...
     async def _load_mcp_tools(self) -> list[str]: ...
+    def _run_hooks(self) -> tuple[AgentHooks, ...]: ...
 
     async def _persist(
         self,
@@ -221,15 +224,38 @@ class _Decision:
 class Events:
     """Collects a run's events and fans them out to callbacks and streams."""
 
-    __slots__ = ("_callbacks", "_session", "events")
+    __slots__ = ("_callbacks", "_log", "_session", "ctx", "events", "hooks")
 
-    def __init__(self, session: Session, on_event: EventCallback | None) -> None:
-        self.events: list[AgentEvent] = []
+    def __init__(
+        self,
+        session: Session,
+        on_event: EventCallback | None,
+        log: EventLog | None = None,
+        hooks: tuple[AgentHooks, ...] = (),
+        ctx: HookContext | None = None,
+    ) -> None:
+        # A run started with a handle appends straight to the handle's log:
+        # its readers follow the run with no copy.
+        self.events: list[AgentEvent] = log.events if log is not None else []
+        self._log = log
         self._session = session
         self._callbacks = [cb for cb in (on_event,) if cb is not None]
+        self.hooks = hooks
+        self.ctx = ctx
+
+    async def hook(self, method: str, *args: Any) -> None:
+        """Call a lifecycle hook; one that raises ends the run like a failed callback."""
+        if self.hooks:
+            assert self.ctx is not None
+            try:
+                await call_hook(self.hooks, method, self.ctx, *args)
+            except HookFailed as exc:
+                raise CallbackFailed(str(exc)) from exc
 
     async def emit(self, event: AgentEvent) -> None:
         self.events.append(event)
+        if self._log is not None:
+            self._log.changed()
         for callback in self._callbacks:
             try:
                 result = callback(event)
@@ -240,6 +266,10 @@ class Events:
                 raise CallbackFailed(
                     f"on_event callback {name} raised {type(exc).__name__}: {exc}"
                 ) from exc
+        if self.hooks:
+            method = EVENT_HOOKS.get(event.type)
+            if method is not None:
+                await self.hook(method, event)
         self._session._publish(event)
 
 
@@ -262,6 +292,21 @@ class _RunTotals:
     truncated: bool = False
     # A tool failure that ends the run once the turn's calls are answered.
     fatal: str | None = None
+    structured: _Structured | None = None
+    output: Any = None
+    blocked_by: str | None = None
+    run_id: str | None = None
+
+
+@attrs.define(slots=True)
+class _Structured:
+    """A run's structured output: how it is asked for, and the attempts so far."""
+
+    spec: OutputSpec
+    mode: Literal["response_format", "tool"]
+    # May still fall back from response_format to the final-answer tool.
+    auto: bool
+    attempts: int = 0
 
 
 async def execute_run(
@@ -273,11 +318,16 @@ async def execute_run(
     control: RunControl,
     token: CancellationToken | None = None,
     settings: Mapping[str, Any] | None = None,
+    log: EventLog | None = None,
+    output: OutputSpec | None = None,
 ) -> RunResult:
     """Run one prompt (or resume a paused run) and return its result."""
     state = session.state
-    events = Events(session, on_event)
-    totals = _RunTotals()
+    handle_id = log.id if log is not None else None
+    hooks = session._run_hooks()
+    ctx = HookContext(session_id=session.id, run_id=handle_id, prompt=prompt) if hooks else None
+    events = Events(session, on_event, log, hooks, ctx)
+    totals = _RunTotals(run_id=handle_id)
     status: RunStatus = "completed"
     error: str | None = None
     services = session._require_services()
@@ -289,12 +339,26 @@ async def execute_run(
             if name in overrides:
                 overrides[name] = {**getattr(model_settings, name), **overrides[name]}
         model_settings = attrs.evolve(model_settings, **overrides)
+    spec = output if output is not None else session.agent.output
+    if spec is not None:
+        structured = _Structured(
+            spec, "tool" if spec.mode == "tool" else "response_format", auto=spec.mode == "auto"
+        )
+        totals.structured = structured
+        if structured.mode == "response_format":
+            model_settings = attrs.evolve(model_settings, response_format=spec.response_format())
     client = ModelClient(services.clients, model_settings)
+    if totals.structured is not None and totals.structured.auto and client.json_schema_refused:
+        totals.structured.mode = "tool"
+        client = client.with_settings(response_format=None)
 
     if not state.messages and session.agent.system_prompt:
         state.add_system_message(session.agent.system_prompt)
-    totals.run = state.start_run(prompt if prompt is not None else "")
+    totals.run = state.start_run(prompt if prompt is not None else "", run_id=handle_id)
     totals.started_at = time.time()
+    blocked = await _check_input(session, events, prompt, totals)
+    if blocked is not None:
+        return await _finish(session, events, totals, "error", blocked, control)
     if prompt is not None:
         if state.unanswered_tool_calls():
             # A new prompt instead of resume(): the paused calls are denied
@@ -412,6 +476,8 @@ async def _loop(
     max_turns = session.max_turns or config.max_turns
     max_tools = config.max_tool_executions
     context_retry_used = False
+    structured = totals.structured
+    await events.hook("on_run_start")
     # The agent's MCP tools, discovered on first use of the session: a server
     # that cannot be reached is reported, and the run goes on without it.
     for problem in await session._load_mcp_tools():
@@ -434,18 +500,24 @@ async def _loop(
         async def on_text(delta: str) -> None:
             await events.emit(AgentEvent("text", content=delta))
 
-        async def on_retry(failure: Exception, delay: float, attempt: int) -> None:
+        async def on_retry(
+            failure: Exception, delay: float, attempt: int, client: ModelClient = client
+        ) -> None:
             # A slow or failing endpoint is visible at once, not a blank wait.
             message = client.describe_retry(failure, delay, attempt)
             logger.warning("session %s: %s", session.id, message)
             await events.emit(AgentEvent("retry", content=message))
 
+        tools = session.tool_specs() or None
+        if structured is not None and structured.mode == "tool":
+            tools = [*(tools or ()), structured.spec.tool_spec()]
+        await events.hook("on_model_start", totals.turns + 1)
         started = time.perf_counter()
         try:
             with span("rho_actors.model_call", session_id=session.id, model=config.model) as call:
                 turn = await client.stream(
                     state.encoded_messages(),
-                    session.tool_specs() or None,
+                    tools,
                     on_text=on_text,
                     on_retry=on_retry,
                     hold_connection=control.hold_connection,
@@ -461,6 +533,18 @@ async def _loop(
             context_retry_used = True
             await _compact(session, events, "auto")
             continue
+        except ModelError as exc:
+            if structured is None or not _refused_json_schema(structured, exc):
+                raise
+            # The endpoint has no json_schema mode: ask through the final-answer
+            # tool instead, for the rest of this run and every later one.
+            client.refuse_json_schema()
+            client = client.with_settings(response_format=None)
+            structured.mode = "tool"
+            note = "the endpoint refused response_format json_schema: using a final_answer tool"
+            logger.info("session %s: %s", session.id, note)
+            await events.emit(AgentEvent("retry", content=note))
+            continue
         totals.turns += 1
         session._live_turns = totals.turns
         if session._observability is not None:
@@ -474,6 +558,19 @@ async def _loop(
         if turn.text:
             totals.last_text = turn.text
         totals.truncated = turn.finish_reason == "length"
+        calls = turn.tool_calls
+        answers: list[ToolCall] = []
+        if structured is not None and structured.mode == "tool":
+            answers = [c for c in calls if c.name == FINAL_ANSWER_TOOL]
+            calls = [c for c in calls if c.name != FINAL_ANSWER_TOOL]
+        if structured is not None and not turn.tool_calls:
+            try:
+                totals.output = structured.spec.parse_text(turn.text)
+            except OutputInvalid as exc:
+                end = await _reject_answer(session, totals, structured, str(exc), None)
+                if end is not None:
+                    return end
+                continue
         if not turn.tool_calls:
             await events.emit(
                 AgentEvent(
@@ -487,15 +584,132 @@ async def _loop(
             session._schedule_compaction()
             return RunEnds("completed")
 
-        session._current_tool = ", ".join(sorted({c.name for c in turn.tool_calls}))
-        await session._persist(live=True)
-        step = await _run_tools(session, events, totals, control, turn.tool_calls, max_tools)
-        session._current_tool = None
-        await session._persist(live=True)
-        if isinstance(step, RunEnds):
-            return step
+        if calls:
+            session._current_tool = ", ".join(sorted({c.name for c in calls}))
+            await session._persist(live=True)
+            step = await _run_tools(session, events, totals, control, calls, max_tools)
+            session._current_tool = None
+            await session._persist(live=True)
+            if isinstance(step, RunEnds):
+                return step
+        if answers:
+            assert structured is not None
+            end = await _take_answer(session, events, totals, structured, answers)
+            if end is not None:
+                return end
         session._schedule_compaction()
     return RunEnds("error", f"max_turns ({max_turns}) reached before a final answer")
+
+
+def _refused_json_schema(structured: _Structured, exc: ModelError) -> bool:
+    """A 400 about the structured-output mode, in ``auto`` mode: fall back to the tool."""
+    if not structured.auto or structured.mode != "response_format":
+        return False
+    if exc.status_code not in (400, 422):
+        return False
+    text = exc.message.lower()
+    return any(word in text for word in ("response_format", "json_schema", "structured"))
+
+
+async def _take_answer(
+    session: Session,
+    events: Events,
+    totals: _RunTotals,
+    structured: _Structured,
+    answers: list[ToolCall],
+) -> RunEnds | None:
+    """The model called the final-answer tool: accept its answer, or tell it why not."""
+    state = session.state
+    first, *extra = answers
+    for call in extra:
+        state.add_tool_result(call.id, "[ignored: only the first final answer counts]")
+    args = _parse_args_for_event(first.arguments)
+    await events.emit(
+        AgentEvent("tool_start", tool_name=first.name, tool_call_id=first.id, tool_args=args)
+    )
+    try:
+        totals.output = structured.spec.parse_arguments(first.arguments)
+    except OutputInvalid as exc:
+        await events.emit(
+            AgentEvent(
+                "tool_end", tool_name=first.name, tool_call_id=first.id, tool_result=str(exc)
+            )
+        )
+        return await _reject_answer(session, totals, structured, str(exc), first.id)
+    state.add_tool_result(first.id, "accepted")
+    await events.emit(
+        AgentEvent("tool_end", tool_name=first.name, tool_call_id=first.id, tool_result="accepted")
+    )
+    totals.last_text = first.arguments
+    await events.emit(
+        AgentEvent(
+            "turn_complete",
+            content=first.arguments,
+            usage=dict(totals.usage),
+            finish_reason="tool_calls",
+        )
+    )
+    await session._persist()
+    return RunEnds("completed")
+
+
+async def _reject_answer(
+    session: Session,
+    totals: _RunTotals,
+    structured: _Structured,
+    problem: str,
+    call_id: str | None,
+) -> RunEnds | None:
+    """Tell the model its answer was not accepted, or end the run once it has tried enough."""
+    structured.attempts += 1
+    message = feedback(problem, structured.spec, structured.mode)
+    if call_id is not None:
+        session.state.add_tool_result(call_id, message)
+    if structured.attempts > structured.spec.retries:
+        await session._persist()
+        return RunEnds(
+            "error",
+            f"the answer did not match the output type after {structured.attempts} "
+            f"attempts: {problem}",
+        )
+    if call_id is None:
+        session.state.add_user_message(message)
+    await session._persist()
+    return None
+
+
+async def _check_output(session: Session, result: RunResult) -> None:
+    """Run the output guardrails on a completed result; a blocked one becomes an error."""
+    guards = session.agent.output_guardrails
+    if not guards:
+        return
+    try:
+        verdict = await check_guardrails(guards, result)
+    except HookFailed as exc:
+        result.status, result.error = "error", str(exc)
+        return
+    if verdict is not None:
+        result.blocked_by, reason = verdict
+        result.status = "error"
+        result.error = f"blocked by output guardrail {result.blocked_by}: {reason}"
+        result.text, result.output = "", None
+
+
+async def _check_input(
+    session: Session, events: Events, prompt: str | None, totals: _RunTotals
+) -> str | None:
+    """Run the input guardrails on a new prompt: why it is blocked, or None."""
+    guards = session.agent.input_guardrails
+    if not guards or prompt is None:
+        return None
+    try:
+        verdict = await check_guardrails(guards, prompt)
+    except HookFailed as exc:
+        return str(exc)
+    if verdict is None:
+        return None
+    totals.blocked_by, reason = verdict
+    return f"blocked by input guardrail {totals.blocked_by}: {reason}"
 
 
 async def _account(session: Session, events: Events, totals: _RunTotals, turn: ModelTurn) -> None:
@@ -923,15 +1137,8 @@ async def _finish(
     except CallbackFailed as exc:
         if status != "cancelled":
             status, error = "error", str(exc)
-    state.finish_run(
-        status=status,
-        usage=totals.usage,
-        error=error,
-        cancel_reason=control.cancel_reason if status == "cancelled" else None,
-    )
-    text = totals.last_text
     result = RunResult(
-        text=text,
+        text=totals.last_text,
         events=events.events,
         status=status,
         usage=dict(totals.usage),
@@ -940,6 +1147,23 @@ async def _finish(
         pending_approvals=list(control.paused) if status == "paused" else [],
         turns=totals.turns,
         truncated=totals.truncated and status == "completed",
+        output=totals.output,
+        blocked_by=totals.blocked_by,
+        run_id=totals.run_id,
+    )
+    if status == "completed":
+        await _check_output(session, result)
+    if events.hooks:
+        try:
+            await events.hook("on_run_end", result)
+        except CallbackFailed as exc:
+            result.status = "error"
+            result.error = str(exc) if result.error is None else f"{result.error}; {exc}"
+    state.finish_run(
+        status=result.status,
+        usage=totals.usage,
+        error=result.error,
+        cancel_reason=result.cancel_reason,
     )
     control.result = result
     observability = session._observability

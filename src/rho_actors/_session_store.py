@@ -204,6 +204,13 @@ class SessionStore:
             return await trio.to_thread.run_sync(self.load_state, session_id)
         return State.replay(await actor.load(session_id), session_id)
 
+    async def arecords(self, session_id: str) -> builtins.list[r.Envelope]:
+        """The session's trace records, in order (through the Store actor while one runs)."""
+        actor = self._actor()
+        if actor is None:
+            return await self._in_thread(self.backend.load, session_id)
+        return await actor.load(session_id)
+
     async def aread_meta(self, session_id: str) -> dict[str, Any] | None:
         actor = self._actor()
         if actor is None:

@@ -223,9 +223,9 @@ class State:
             self.status = status
             self._emit(r.StatusChanged(status=status))
 
-    def start_run(self, prompt: str) -> int:
+    def start_run(self, prompt: str, run_id: str | None = None) -> int:
         self.status = "running"
-        self._emit(r.RunStarted(run=self.run_count + 1, prompt=prompt))
+        self._emit(r.RunStarted(run=self.run_count + 1, prompt=prompt, run_id=run_id))
         return self.run_count + 1
 
     def finish_run(

@@ -21,7 +21,7 @@ survive the restart. Leaving the block stops the children gracefully
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -31,10 +31,11 @@ from ._actor import NoPublicConstructor
 from ._agent import Agent
 from ._errors import ActorError, RhoError, StoreError, require_trio
 from ._gc import tuned_gc
+from ._hooks import AgentHooks
 from ._messages import Hibernate
 from ._registry import DEFAULT_MAX_SUBPROCESSES
 from ._services import Services, open_services
-from ._session import Session
+from ._session import RunHandle, Session
 from ._session_store import SessionStore
 from ._store._actor import TelemetrySink
 from ._supervision import (
@@ -49,6 +50,9 @@ from ._supervision import (
 )
 
 logger = logging.getLogger("rho_actors.supervisor")
+
+# Finished runs a supervisor keeps addressable by id (dispatch, run(id)).
+REMEMBERED_FINISHED_RUNS = 1000
 
 
 class _SessionSpec:
@@ -101,11 +105,18 @@ class Supervisor(Supervision, metaclass=NoPublicConstructor):
         max_restarts: int,
         period: float,
         hibernate_after: float | None,
+        hooks: tuple[AgentHooks, ...] = (),
     ) -> None:
         super().__init__(nursery, strategy=strategy, max_restarts=max_restarts, period=period)
         self._services = services
         self.store = store
         self.hibernate_after = hibernate_after
+        # Lifecycle hooks for every run of every session hosted here.
+        self.hooks = hooks
+        # Runs started with dispatch(): every running one, and the latest
+        # finished ones (for lookup and re-attaching by id).
+        self._runs: dict[str, RunHandle] = {}
+        self._closed = trio.Event()
         # Sessions by id: running ones and hibernated ones (an address only).
         self.sessions: dict[str, Session] = {}
         # What the last recover() skipped, each error naming the session,
@@ -162,6 +173,92 @@ class Supervisor(Supervision, metaclass=NoPublicConstructor):
             self.sessions.pop(session.id, None)
             raise
         return session
+
+    # --- runs --------------------------------------------------------------
+
+    async def dispatch(
+        self,
+        agent_or_session: Agent | Session,
+        prompt: str,
+        *,
+        session_id: str | None = None,
+        keep_session: bool = False,
+        **options: Any,
+    ) -> RunHandle:
+        """Start ``prompt`` on a session under this supervisor; returns its handle at once.
+
+        Given an ``Agent``, a new session is started for the run and stopped
+        once the run ends (its history stays in the store), unless
+        ``keep_session``. Given a ``Session`` (hosted here or not yet), the
+        run is queued on it. ``options`` are those of ``Session.start``.
+        """
+        if self._closing:
+            raise RhoError("the supervisor is shutting down", operation="dispatch")
+        if isinstance(agent_or_session, Session):
+            session = agent_or_session
+            if session.id not in self.sessions:
+                session = await self.start_session(session)
+            stop_after = False
+        else:
+            session = await self.start_session(
+                agent_or_session, session_id=session_id, restart="transient"
+            )
+            stop_after = not keep_session
+        try:
+            handle: RunHandle = await session.start(prompt, **options)
+        except BaseException:
+            if stop_after:
+                session._request_stop()
+            raise
+        self._runs[handle.id] = handle
+        handle.on_finish(lambda h: self._run_finished(h, session if stop_after else None))
+        return handle
+
+    def _run_finished(self, handle: RunHandle, stop: Session | None) -> None:
+        if stop is not None:
+            stop._request_stop()
+        finished = [run_id for run_id, h in self._runs.items() if h.done()]
+        for run_id in finished[: max(0, len(finished) - REMEMBERED_FINISHED_RUNS)]:
+            del self._runs[run_id]
+
+    @property
+    def runs(self) -> list[RunHandle]:
+        """Runs started with :meth:`dispatch`: all running ones and the latest finished."""
+        return list(self._runs.values())
+
+    def run(self, run_id: str) -> RunHandle | None:
+        """A run started with :meth:`dispatch`, by id (None once forgotten)."""
+        return self._runs.get(run_id)
+
+    # --- lifecycle ------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    async def aclose(self, grace: float | None = None) -> None:
+        """Close gracefully: refuse new sessions and runs, let runs in flight finish
+        for ``grace`` seconds (default: each session's shutdown grace), then cancel
+        what is left. Every waiting caller and run handle gets its answer. Safe to
+        call more than once and from several tasks; returns once closed."""
+        if self._closing:
+            await self._closed.wait()
+            return
+        if grace is not None:
+            if grace < 0:
+                raise ValueError(f"grace must be 0 or more seconds, got {grace:g}")
+            for session in self.sessions.values():
+                session._shutdown = grace
+        limit = (
+            grace
+            if grace is not None
+            else max((s._shutdown or 0.0 for s in self.sessions.values()), default=0.0)
+        )
+        try:
+            with trio.move_on_after(limit + 1, shield=True):
+                await self._shutdown()
+        finally:
+            self._closed.set()
 
     async def _start_session_child(self, session: Session) -> None:
         session._supervisor = self
@@ -288,6 +385,7 @@ class Supervisor(Supervision, metaclass=NoPublicConstructor):
         child: Supervisor = await self.start_child(
             ChildSpec(id=child_id, start=start, restart=restart)
         )
+        child.hooks = self.hooks
         return child
 
 
@@ -302,6 +400,7 @@ async def open_supervisor(
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
     telemetry: TelemetrySink | None = None,
     max_subprocesses: int = DEFAULT_MAX_SUBPROCESSES,
+    hooks: Sequence[AgentHooks] = (),
     _shared: Services | None = None,
 ) -> AsyncIterator[Supervisor]:
     """Open a supervisor; children started on it live until the block ends.
@@ -312,7 +411,11 @@ async def open_supervisor(
     subprocesses (bash, rg) running at once. ``shutdown_grace`` is the
     default graceful wait when the block ends. While supervisors are open,
     the garbage collector is tuned for many long-lived objects (see
-    ``rho_actors._gc``).
+    ``rho_actors._gc``). ``hooks`` (:class:`AgentHooks`) watch every run of
+    every session hosted here, after each agent's own hooks.
+
+    To keep a supervisor open across an application's start-up and
+    shut-down hooks instead of one block, see :func:`serve_supervisor`.
     """
     require_trio("open_supervisor()")
     backend = store.backend if store is not None else None
@@ -339,6 +442,7 @@ async def open_supervisor(
                     max_restarts=max_restarts,
                     period=period,
                     hibernate_after=hibernate_after,
+                    hooks=tuple(hooks),
                 )
                 background = [trio.CancelScope(), trio.CancelScope()]
                 if store is not None:
@@ -350,6 +454,7 @@ async def open_supervisor(
                     with trio.move_on_after(shutdown_grace + 1):
                         await supervisor._shutdown()
                 finally:
+                    supervisor._closed.set()
                     if store is not None and services.store is not None:
                         store._detach(services.store)
                     for scope in background:
@@ -360,6 +465,25 @@ async def open_supervisor(
         if escalated is not None:
             raise escalated from None
         raise
+
+
+async def serve_supervisor(
+    *,
+    task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED,
+    **options: Any,
+) -> None:
+    """A supervisor as a task: ``sup = await nursery.start(serve_supervisor, ...)``.
+
+    For applications whose start-up and shut-down are separate hooks (a web
+    server's lifespan): the supervisor lives until ``await sup.aclose()``
+    (graceful) or until the nursery is cancelled (runs in flight are
+    cancelled, each still answering its caller). ``options`` are those of
+    :func:`open_supervisor`; pass them as keywords through
+    ``functools.partial`` (``nursery.start`` passes positional arguments only).
+    """
+    async with open_supervisor(**options) as supervisor:
+        task_status.started(supervisor)
+        await supervisor._closed.wait()
 
 
 _HIBERNATE = Hibernate()

@@ -13,18 +13,17 @@ when it runs.
 
 from __future__ import annotations
 
-import enum
 import inspect
 import re
-import types
 import typing
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal, Protocol, cast, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import attrs
 
 from ._errors import ConfigError
+from ._schema import schema_for
 
 JSONSchema = Mapping[str, Any]
 
@@ -258,7 +257,7 @@ def function_tool(
                     key=pname,
                     expected="named parameters",
                 )
-            schema = _schema_for(hints.get(pname, Any), where=f"{f.__name__}.{pname}")
+            schema = schema_for(hints.get(pname, Any), where=f"{f.__name__}.{pname}", records=False)
             if pname in arg_docs:
                 schema["description"] = arg_docs[pname]
             if param.default is inspect.Parameter.empty:
@@ -286,40 +285,6 @@ def function_tool(
     if fn is None:
         return build
     return build(fn)
-
-
-_PRIMITIVES: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean"}
-
-
-def _schema_for(tp: Any, *, where: str) -> dict[str, Any]:
-    if tp is Any:
-        return {}
-    if tp in _PRIMITIVES:
-        return {"type": _PRIMITIVES[tp]}
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return {"enum": [m.value for m in tp]}
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin is Literal:
-        return {"enum": list(args)}
-    if origin in (typing.Union, types.UnionType):
-        members = [a for a in args if a is not type(None)]
-        if len(members) == 1:
-            inner = _schema_for(members[0], where=where)
-            if len(args) != len(members) and "type" in inner:
-                inner["type"] = [inner["type"], "null"]
-            return inner
-        return {"anyOf": [_schema_for(a, where=where) for a in args]}
-    if origin in (list, tuple, set, frozenset) or tp in (list, tuple, set):
-        item = args[0] if args else Any
-        return {"type": "array", "items": _schema_for(item, where=where)}
-    if origin is dict or tp is dict:
-        return {"type": "object"}
-    raise ConfigError(
-        f"cannot describe parameter type {tp!r} to a model",
-        key=where,
-        expected="str, int, float, bool, list, dict, Literal, Enum or Optional of these",
-    )
 
 
 def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:

@@ -8,6 +8,9 @@ streams, monitors, refs). The agent loop a run executes is ``rho_actors._run``.
 
 from ._actor import ApprovalCallback as ApprovalCallback
 from ._facade import Session as Session
+from ._handle import RunEvents as RunEvents
+from ._handle import RunHandle as RunHandle
+from ._handle import RunStream as RunStream
 from ._streams import EVENT_STREAM_CAPACITY as EVENT_STREAM_CAPACITY
 from ._streams import EventStream as EventStream
 from ._streams import EventStreamOverflow as EventStreamOverflow
@@ -19,6 +22,9 @@ __all__ = [
     "ApprovalCallback",
     "EventStream",
     "EventStreamOverflow",
+    "RunEvents",
+    "RunHandle",
+    "RunStream",
     "Session",
     "SessionMonitor",
     "SessionRef",

@@ -35,6 +35,7 @@ from .._errors import (
     single_exception,
 )
 from .._events import AgentEvent, CompactResult, RunResult
+from .._hooks import AgentHooks
 from .._hosting import SessionHost, SessionStoreHandle, host_ambiently
 from .._llm import ModelSettings, ToolCall
 from .._mcp import McpTool, tools_for
@@ -108,6 +109,7 @@ class SessionActor:
         "_profile",
         "_released",
         "_restart_type",
+        "_runs",
         "_sandbox_owner",
         "_services",
         "_shutdown",
@@ -214,6 +216,8 @@ class SessionActor:
         self._left: trio.Event | None = None
         self._waking: trio.Event | None = None
         self._monitors: list[SessionMonitor] | None = None
+        # Handles of runs started with start(), by id (see Session.attach).
+        self._runs: dict[str, Any] | None = None
         if store is not None:
             self._state.add_observer(self._journal.record)
 
@@ -567,7 +571,7 @@ class SessionActor:
                     if message.run_id is None or message.run_id == control.run_id:
                         control.cancel(message.reason)
                     else:
-                        self._drop_queued(message.run_id)
+                        self._drop_queued(message.run_id, message.reason)
                 case ApprovalDecision():
                     if not control.decide(message.tool_call_id, message.approved, message.reason):
                         self._handle_decision(message)
@@ -575,6 +579,15 @@ class SessionActor:
                     self._add_changes(message.changes)
                     if message.reply is not None:
                         message.reply.send(None)
+                case Prompt() if message.interrupt:
+                    # Cancel what runs now and run this prompt next, in one step:
+                    # nothing queued can slip in between.
+                    control.cancel("interrupted by a new prompt")
+                    if self._backlog is None:
+                        self._backlog = []
+                    self._backlog.insert(0, message)
+                case Prompt() if message.token is not None and message.token.is_cancelled():
+                    _answer_cancelled(message, message.token.reason)
                 case Prompt() | CompactRequest():
                     self._queue_backlog(message)
                 case Stop() if message.if_idle:
@@ -596,13 +609,12 @@ class SessionActor:
             self._backlog = []
         self._backlog.append(message)
 
-    def _drop_queued(self, run_id: int) -> None:
+    def _drop_queued(self, run_id: int, reason: str) -> None:
         backlog = self._backlog or []
         for queued in list(backlog):
             if isinstance(queued, Prompt) and queued.run_id == run_id:
                 backlog.remove(queued)
-                if queued.reply is not None:
-                    queued.reply.drop()
+                _answer_cancelled(queued, reason)
 
     async def _handle_prompt(self, message: Prompt) -> None:
         reply = message.reply
@@ -610,6 +622,11 @@ class SessionActor:
             # The caller gave up while the prompt was queued: the run never starts.
             _answer_stopped(message, self.id, "its caller was cancelled")
             return
+        if message.token is not None and message.token.is_cancelled():
+            _answer_cancelled(message, message.token.reason)
+            return
+        if message.log is not None:
+            message.log.started = True
         control = RunControl(message.run_id)
 
         async def work(control: RunControl) -> RunResult:
@@ -625,6 +642,8 @@ class SessionActor:
                 token=message.token,
                 control=control,
                 settings=message.settings,
+                log=message.log,
+                output=message.output,
             )
 
         fault, self._fault = self._fault, None
@@ -766,6 +785,12 @@ class SessionActor:
         self._mcp_loaded = None if problems else tuple(servers.version(s) for s in specs)
         return problems
 
+    def _run_hooks(self) -> tuple[AgentHooks, ...]:
+        """The agent's hooks, then its supervisor's."""
+        supervisor = self._supervisor
+        extra = supervisor.hooks if supervisor is not None else ()
+        return (*self.agent.hooks, *extra) if extra else self.agent.hooks
+
     def _mcp_capability(self) -> Any:
         services = self._services
         return services.mcp if services is not None else None
@@ -865,6 +890,14 @@ async def _raise_fault(error: BaseException, after: trio.Event | None) -> None:
     if after is not None:
         await after.wait()
     raise error
+
+
+def _answer_cancelled(message: Prompt, reason: str) -> None:
+    """Answer a prompt cancelled before it started: it never runs."""
+    if message.reply is not None:
+        message.reply.send(
+            RunResult(text="", events=[], status="cancelled", usage={}, cancel_reason=reason)
+        )
 
 
 def _answer_stopped(message: SessionMessage, session_id: str, reason: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import trio
@@ -20,8 +20,8 @@ from .._actor import Reply, ask
 from .._cancel import CancellationToken
 from .._config import request_options
 from .._daytona import RemoteSandbox
-from .._errors import RhoError
-from .._events import CompactResult, RunResult
+from .._errors import MailboxClosed, RhoError
+from .._events import AgentEvent, CompactResult, RunResult
 from .._messages import (
     Cancel,
     CompactRequest,
@@ -29,8 +29,18 @@ from .._messages import (
     Prompt,
     Reconfigure,
 )
+from .._output import OutputSpec
 from .._profiles import load_profile
-from ._actor import SessionActor
+from ._actor import _RELEASE_IF_IDLE, SessionActor
+from ._handle import (
+    REMEMBERED_RUNS,
+    LogReply,
+    RunHandle,
+    RunLog,
+    RunStream,
+    new_run_id,
+    stored_run_events,
+)
 from ._streams import EVENT_STREAM_CAPACITY, EventStream, SessionRef
 
 # How long a cancelled caller of run() waits for its run to wind down: the
@@ -95,6 +105,8 @@ class Session(SessionActor):
         response_timeout: float | None = None,
         stream_idle_timeout: float | None = None,
         model_options: Mapping[str, Any] | None = None,
+        interrupt: bool = False,
+        output_type: Any = None,
     ) -> RunResult:
         """Run ``prompt`` to completion and return the result.
 
@@ -106,8 +118,37 @@ class Session(SessionActor):
         ``model_options`` its request fields (``temperature``,
         ``max_tokens``, ``tool_choice``, ``extra_body``, ``extra_headers``...:
         the AgentConfig names), checked before the run starts.
+        ``interrupt=True`` cancels the run in flight (if any) and runs this
+        prompt next, in one step. ``output_type`` asks for a structured
+        answer in ``result.output`` (see the README's structured output).
         """
         run_id = next(_run_ids)
+        fields = self._prompt_fields(
+            response_timeout, stream_idle_timeout, model_options, output_type
+        )
+        return await self._ask_run(
+            run_id,
+            lambda reply: Prompt(
+                prompt=prompt,
+                reply=reply,
+                run_id=run_id,
+                on_event=on_event,
+                cancel_check=cancel_check,
+                token=token,
+                interrupt=interrupt,
+                **fields,
+            ),
+            interrupt=interrupt,
+        )
+
+    def _prompt_fields(
+        self,
+        response_timeout: float | None,
+        stream_idle_timeout: float | None,
+        model_options: Mapping[str, Any] | None,
+        output_type: Any,
+    ) -> dict[str, Any]:
+        """A run's per-run settings, checked before anything is queued."""
         settings: dict[str, Any] = {
             name: float(value)
             for name, value in (
@@ -123,18 +164,129 @@ class Session(SessionActor):
             body, headers = request_options(model_options, source="model_options")
             settings["options"] = body
             settings["extra_headers"] = headers
-        return await self._ask_run(
-            run_id,
-            lambda reply: Prompt(
-                prompt=prompt,
-                reply=reply,
-                run_id=run_id,
-                on_event=on_event,
-                cancel_check=cancel_check,
-                token=token,
-                settings=settings or None,
-            ),
+        fields: dict[str, Any] = {"settings": settings or None}
+        if output_type is not None:
+            fields["output"] = OutputSpec.of(output_type, source="output_type")
+        return fields
+
+    async def start(
+        self,
+        prompt: str,
+        *,
+        on_event: EventCallback | None = None,
+        token: CancellationToken | None = None,
+        response_timeout: float | None = None,
+        stream_idle_timeout: float | None = None,
+        model_options: Mapping[str, Any] | None = None,
+        interrupt: bool = False,
+        output_type: Any = None,
+    ) -> RunHandle:
+        """Queue ``prompt`` and return a :class:`RunHandle` at once.
+
+        The run goes on whatever the caller does next; follow it with
+        ``handle.events()``, collect it with ``await handle.wait()``, stop it
+        with ``handle.cancel(reason)``. Standalone sessions stay hosted until
+        the run ends. The other arguments are those of :meth:`run`.
+        """
+        fields = self._prompt_fields(
+            response_timeout, stream_idle_timeout, model_options, output_type
         )
+        run_number = next(_run_ids)
+        run_token = CancellationToken()
+        unlink = token.subscribe(run_token.cancel) if token is not None else None
+        log = RunLog(new_run_id())
+        handle = RunHandle._create(self, log, run_token, prompt)
+
+        def cancel_queued(reason: str) -> None:
+            # A queued run is answered at once, not when it would have started.
+            self._send_control(Cancel(reason=reason, run_id=run_number))
+
+        run_token.subscribe(cancel_queued)
+
+        def settled() -> None:
+            if unlink is not None:
+                unlink()
+            self._users -= 1
+            if self._users == 0 and self._ambient and self._mailbox is not None:
+                self._mailbox.put_control(_RELEASE_IF_IDLE)
+
+        message = Prompt(
+            prompt=prompt,
+            reply=LogReply(log, settled),
+            run_id=run_number,
+            on_event=on_event,
+            token=run_token,
+            log=log,
+            interrupt=interrupt,
+            **fields,
+        )
+        async with self._activated() as mailbox:
+            if interrupt:
+                if not mailbox.put_control(message):
+                    raise MailboxClosed(
+                        "the actor's mailbox is closed", session_id=self.id, operation="start"
+                    )
+            else:
+                await mailbox.put(message, what="start", session_id=self.id)
+            # The handle keeps the session hosted until the run settles.
+            self._users += 1
+        self._remember(handle)
+        return handle
+
+    async def send(self, prompt: str, **options: Any) -> RunHandle:
+        """Fire and forget: :meth:`start`, for callers that follow :meth:`events`."""
+        return await self.start(prompt, **options)
+
+    def stream(self, prompt: str, **options: Any) -> RunStream:
+        """``async for event in session.stream(prompt)``: start a run and read its events.
+
+        The last event is ``run_end`` with the result. As ``async with
+        session.stream(prompt) as events:``, leaving the block before the
+        run ended cancels the run (a reader that went away, a client that
+        disconnected); plain ``async for`` leaves it running if abandoned.
+        The arguments are those of :meth:`start`.
+        """
+        return RunStream._create(self, prompt, options)
+
+    def _remember(self, handle: RunHandle) -> None:
+        runs = self._runs
+        if runs is None:
+            runs = self._runs = {}
+        runs[handle.id] = handle
+        while len(runs) > REMEMBERED_RUNS:
+            oldest = next(iter(runs))
+            if not runs[oldest].done():
+                break
+            del runs[oldest]
+
+    def run_handle(self, run_id: str) -> RunHandle | None:
+        """The handle of a run this process started on this session, if still remembered."""
+        return (self._runs or {}).get(run_id)
+
+    @property
+    def runs(self) -> list[RunHandle]:
+        """Handles of this session's recent runs started with :meth:`start`, oldest first."""
+        return list((self._runs or {}).values())
+
+    def attach(self, run_id: str, after_seq: int = 0) -> AsyncIterator[AgentEvent]:
+        """Follow a run by its id from position ``after_seq``: replay, then live.
+
+        A run this process started (and still remembers) is replayed from
+        memory, every event included. Any other run (another process's, or
+        one from before a restart) is replayed from the store: only what the
+        trace holds comes back (see the README's "Re-attaching"), numbered
+        by its own positions, then new records are followed until it ends.
+        """
+        handle = self.run_handle(run_id)
+        if handle is not None:
+            return handle.events(after_seq)
+        if self._store is None:
+            raise RhoError(
+                f"no run {run_id!r} in this process, and the session has no store to replay from",
+                session_id=self.id,
+                operation="attach",
+            )
+        return stored_run_events(self._store, self.id, run_id, after_seq)
 
     async def resume(self, *, on_event: EventCallback | None = None) -> RunResult:
         """Continue a paused run once its pending calls are approved or denied."""
@@ -144,10 +296,22 @@ class Session(SessionActor):
             lambda reply: Prompt(prompt=None, reply=reply, run_id=run_id, on_event=on_event),
         )
 
-    async def _ask_run(self, run_id: int, make: Callable[[Reply[RunResult]], Prompt]) -> RunResult:
+    async def _ask_run(
+        self,
+        run_id: int,
+        make: Callable[[Reply[RunResult]], Prompt],
+        *,
+        interrupt: bool = False,
+    ) -> RunResult:
         async with self._activated() as mailbox:
             reply: Reply[RunResult] = Reply()
-            await mailbox.put(make(reply), what="run", session_id=self.id)
+            if interrupt:
+                if not mailbox.put_control(make(reply)):
+                    raise MailboxClosed(
+                        "the actor's mailbox is closed", session_id=self.id, operation="run"
+                    )
+            else:
+                await mailbox.put(make(reply), what="run", session_id=self.id)
             try:
                 return await reply.wait(what="run", session_id=self.id)
             except BaseException:

@@ -63,6 +63,11 @@ class Dialect:
     is answered with a llama.cpp-style HTTP 500, as servers whose chat template
     needs a string do. Such a request consumes no scripted reply."""
 
+    json_schema: bool = True
+    """When false, a request asking for ``response_format`` of type
+    ``json_schema`` is refused with an HTTP 400 naming it, as endpoints
+    without structured outputs answer. Such a request consumes no reply."""
+
     @classmethod
     def llama_cpp(cls) -> Dialect:
         """llama.cpp's server: names repeated, no usage, and no null assistant content."""

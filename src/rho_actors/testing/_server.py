@@ -396,6 +396,12 @@ class ScriptedServer:
                 body = _dumps({"error": {"code": 500, "message": problem, "type": "server_error"}})
                 await self._finish(stream, request, _json_response(conn, 500, body.encode()))
                 return
+        if not self.dialect.json_schema:
+            requested = request.json.get("response_format")
+            if isinstance(requested, dict) and requested.get("type") == "json_schema":
+                message = "response_format of type 'json_schema' is not supported by this model"
+                await self._send_error(conn, stream, request, 400, message, "invalid_request_error")
+                return
         reply = self._next_reply(request)
         if isinstance(reply, str):
             await self._send_error(
