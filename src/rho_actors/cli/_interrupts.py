@@ -20,8 +20,8 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
-from typing import NoReturn
+from contextlib import contextmanager, suppress
+from typing import Any, NoReturn
 
 import trio
 
@@ -74,12 +74,54 @@ class Interrupts:
         nursery.start_soon(action)
 
 
+# stdin's terminal settings while a command holds the terminal (see below).
+_saved_terminal: tuple[int, list[Any]] | None = None
+
+
+@contextmanager
+def terminal_settings_restored() -> Iterator[None]:
+    """Put stdin's terminal settings back as they were, however the command ends.
+
+    A line read abandoned by Ctrl-C leaves readline's no-echo,
+    character-at-a-time mode in force; the shell the user returns to would
+    not show what they type. Restored when the block ends, and by
+    :func:`hard_exit`, which skips every ``finally``.
+    """
+    global _saved_terminal
+    try:
+        import termios
+    except ImportError:  # not a POSIX system: nothing to restore
+        yield
+        return
+    previous = _saved_terminal
+    if sys.stdin is not None and sys.stdin.isatty():
+        fd = sys.stdin.fileno()
+        _saved_terminal = (fd, termios.tcgetattr(fd))
+    try:
+        yield
+    finally:
+        _restore_terminal()
+        _saved_terminal = previous
+
+
+def _restore_terminal() -> None:
+    if _saved_terminal is None:
+        return
+    import termios
+
+    fd, settings = _saved_terminal
+    # A terminal that went away has nothing to restore.
+    with suppress(termios.error, OSError):
+        termios.tcsetattr(fd, termios.TCSADRAIN, settings)
+
+
 # A live display hides the cursor; leaving without its cleanup must show it again.
 SHOW_CURSOR = "\x1b[?25h"
 
 
 def hard_exit() -> NoReturn:
     """Leave now, with 130, without waiting for anything (the second Ctrl-C)."""
+    _restore_terminal()
     for stream, text in ((sys.stdout, ""), (sys.stderr, "\ninterrupted\n")):
         try:
             if stream.isatty():

@@ -20,7 +20,7 @@ from rich.text import Text
 
 from .._events import AgentEvent, RunResult
 from ._common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, join_nonempty, one_line, plural
-from ._interrupts import Interrupts
+from ._interrupts import Interrupts, terminal_settings_restored
 
 INTERRUPT_REASON = "interrupted (Ctrl-C)"
 ARGS_PREVIEW = 160
@@ -113,15 +113,22 @@ class Terminal:
 
 @contextlib.asynccontextmanager
 async def open_terminal() -> AsyncIterator[Terminal]:
-    """A Terminal whose Ctrl-C watcher and stdin reader live for the block."""
+    """A Terminal whose Ctrl-C watcher and stdin reader live for the block.
+
+    The terminal's settings are restored on the way out, however the
+    command ends: a line read abandoned by Ctrl-C leaves readline's
+    no-echo, character-at-a-time mode in force otherwise, and the shell
+    the user returns to would not show what they type.
+    """
     term = Terminal()
-    async with trio.open_nursery() as nursery:
-        await nursery.start(term.interrupts.watch)
-        await nursery.start(term.reader.serve)
-        try:
-            yield term
-        finally:
-            nursery.cancel_scope.cancel(reason="command finished")
+    with terminal_settings_restored():
+        async with trio.open_nursery() as nursery:
+            await nursery.start(term.interrupts.watch)
+            await nursery.start(term.reader.serve)
+            try:
+                yield term
+            finally:
+                nursery.cancel_scope.cancel(reason="command finished")
 
 
 # --- approvals --------------------------------------------------------------
