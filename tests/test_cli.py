@@ -363,7 +363,8 @@ async def test_sigint_cancels_dispatch_and_reports_what_finished(
         return Reply.text("done", first_byte_delay=3600 if prompt.startswith("slow") else 0)
 
     server.default = respond
-    prompts = ["quick 1", "quick 2", "slow 1", "slow 2", "slow 3"]
+    # slow 4 waits for a slot: Ctrl-C frees three, and must start nothing more.
+    prompts = ["quick 1", "quick 2", "slow 1", "slow 2", "slow 3", "slow 4"]
     tasks = tmp_path / "tasks.yaml"
     tasks.write_text(yaml.safe_dump([{"id": p.replace(" ", ""), "prompt": p} for p in prompts]))
     output = tmp_path / "results.jsonl"
@@ -376,7 +377,7 @@ async def test_sigint_cancels_dispatch_and_reports_what_finished(
         child.process.send_signal(signal.SIGINT)
         ran = await child.wait()
     assert ran.code == 130, ran.err
-    assert "interrupted: 2 tasks finished (quick1, quick2), 3 cancelled, 0 not started" in ran.out
+    assert "interrupted: 2 tasks finished (quick1, quick2), 3 cancelled, 1 not started" in ran.out
     statuses = {str(r["id"]): r["status"] for r in _lines(output)}
     assert statuses == {
         "quick1": "completed",
@@ -387,6 +388,17 @@ async def test_sigint_cancels_dispatch_and_reports_what_finished(
     }
     with trio.fail_after(TIMEOUT):
         await server.wait_for_disconnects(3)
+    assert len(server.chat_requests) == 5
+
+
+def test_dispatch_eta_is_the_average_throughput_so_far() -> None:
+    """Forty left after ten finished in twenty seconds: about eighty seconds, not one."""
+    from rho_actors.cli._dispatch import Tally
+
+    tally = Tally(total=50, concurrency=10)
+    assert tally.eta(5.0) is None  # nothing finished yet: no guess
+    tally.done = 10
+    assert tally.eta(20.0) == 80.0
 
 
 # --- monitor, profiles, demo --------------------------------------------------------

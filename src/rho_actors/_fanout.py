@@ -23,6 +23,7 @@ memory is released as soon as its job is done.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -114,13 +115,21 @@ async def _feed(
     send: trio.MemorySendChannel[JobResult],
 ) -> None:
     slots = trio.Semaphore(concurrency)
+    pending = iter(jobs)
     async with send, trio.open_nursery() as workers:
-        for index, item in enumerate(jobs):
+        for index in itertools.count():
+            # A slot first, then the next job: a job is taken only when it can
+            # start, and none once the token is cancelled (a Ctrl-C while
+            # every slot is busy starts nothing more when they free up).
+            await slots.acquire()
+            item = None if token is not None and token.is_cancelled() else next(pending, None)
+            if item is None:
+                slots.release()
+                return
             job = _as_job(item)
             job_agent = job.agent or agent
             if job_agent is None:
                 raise RhoError(f"job {index} has no agent and fan_out() was given none")
-            await slots.acquire()
             workers.start_soon(_work, index, job, job_agent, supervisor, token, send.clone(), slots)
 
 

@@ -33,9 +33,7 @@ from rich.progress import (
     Progress,
     ProgressColumn,
     SpinnerColumn,
-    TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from rich.progress import Task as ProgressTask
 from rich.table import Table
@@ -89,8 +87,19 @@ class Tally:
 
     @property
     def running(self) -> int:
-        # A task is taken from the file just before it waits for a free slot.
-        return min(self.started - self.done, self.concurrency)
+        # A task is taken from the file only once a slot is free for it.
+        return self.started - self.done
+
+    def eta(self, elapsed: float) -> float | None:
+        """Seconds left at the throughput so far (None before the first result).
+
+        The whole run's average, not a short window: with N runs in flight
+        results come in waves, and a window that just saw a wave would
+        promise the rest in a second.
+        """
+        if self.done == 0 or elapsed <= 0:
+            return None
+        return (self.total - self.done) * elapsed / self.done
 
     @property
     def failed(self) -> int:
@@ -355,6 +364,23 @@ class _TallyColumn(ProgressColumn):
         return text
 
 
+class _EtaColumn(ProgressColumn):
+    """Time left at the dispatch's average throughput; "ETA ?" until a run finished."""
+
+    def __init__(self, tally: Tally) -> None:
+        super().__init__()
+        self._tally = tally
+
+    def render(self, task: ProgressTask) -> Text:
+        eta = self._tally.eta(task.elapsed or 0.0)
+        if eta is None or task.finished:
+            return Text("ETA ?" if not task.finished else "", style="progress.remaining")
+        minutes, seconds = divmod(int(eta + 0.5), 60)
+        hours, minutes = divmod(minutes, 60)
+        shown = f"{hours}:{minutes:02}:{seconds:02}" if hours else f"{minutes}:{seconds:02}"
+        return Text(f"ETA ~{shown}", style="progress.remaining")
+
+
 def _progress(term: Terminal, tally: Tally) -> Progress:
     return Progress(
         SpinnerColumn(),
@@ -362,8 +388,7 @@ def _progress(term: Terminal, tally: Tally) -> Progress:
         MofNCompleteColumn(),
         _TallyColumn(tally),
         TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
+        _EtaColumn(tally),
         console=term.err,
     )
 
