@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import attrs
+import pytest
 import trio
 import yaml
 
@@ -151,6 +152,30 @@ async def test_config_error_is_one_line_naming_file_and_key(tmp_path: Path) -> N
     assert "max_turns" in ran.err
     assert "positive integer" in ran.err
     assert "Traceback" not in ran.err
+
+
+@pytest.mark.parametrize("where", ["flag", "config", "extends"])
+async def test_an_unknown_profile_names_where_it_was_asked_for(tmp_path: Path, where: str) -> None:
+    """--profile, ``profile:`` in a --config file, ``extends:`` in a profile file."""
+    profile = tmp_path / "mine.yaml"
+    profile.write_text("name: mine\nextends: nosuch\n")
+    config = tmp_path / "agent.yaml"
+    config.write_text("model: m\nprofile: bogus\n")
+    args = {
+        "flag": ["--profile", "bogus"],
+        "config": ["--config", str(config)],
+        "extends": ["--profile", str(profile)],
+    }[where]
+    ran = await cli("run", "hi", *args)
+    assert ran.code == 2
+    assert ran.err.count("\n") == 1, ran.err
+    expected = {
+        "flag": "error: --profile: no profile named 'bogus'",
+        "config": f"error: {config}: key 'profile': no profile named 'bogus'",
+        "extends": f"error: {profile}: key 'extends': no profile named 'nosuch' on line 2",
+    }[where]
+    assert expected in ran.err
+    assert "(expected one of readonly, developer, unrestricted" in ran.err
 
 
 async def test_bad_flag_is_one_line_usage_error() -> None:

@@ -61,7 +61,16 @@ class Agent:
         elif overrides:
             raise TypeError("pass either an AgentConfig or keyword fields, not both")
         self.config = config
-        self._profile = load_profile(config.profile)
+        try:
+            self._profile = load_profile(config.profile)
+        except ConfigError as exc:
+            if exc.file is not None or config.source is None:
+                raise
+            # A name from a config file: the file is where to fix it.
+            detail = str(exc).split(": ", 1)[-1].split(" (expected", 1)[0]
+            raise ConfigError(
+                detail, file=config.source, key="profile", expected=exc.expected
+            ) from None
         self.backend = _resolve_backend(config)
         self.mcp_servers = specs_from_config(config.mcp_servers, source=config.source)
         self.registry = ToolRegistry(builtin_tools(self._profile, remote=self.remote))

@@ -565,7 +565,19 @@ def _build(
             raise bad("extends", parent, "the name or path of another profile")
         if _looks_like_path(parent) and not os.path.isabs(parent):
             parent = str(path.parent / parent)
-        base = _resolve(parent, chain=chain)
+        try:
+            base = _resolve(parent, chain=chain)
+        except ConfigError as exc:
+            if exc.file is not None:
+                raise
+            # An unknown name: say which file asked for it, and where.
+            line = f" on line {lines['extends']}" if "extends" in lines else ""
+            raise ConfigError(
+                f"no profile named {parent!r}{line}",
+                file=label,
+                key="extends",
+                expected=exc.expected,
+            ) from None
     else:
         base = BUILTIN_PROFILES["readonly"]
 
