@@ -115,6 +115,8 @@ def create_app(supervisor: Supervisor, agent: Agent) -> QuartTrio:
         if supervisor.closed:
             return {"error": "the service is shutting down"}, 503
         handle = await supervisor.dispatch(agent, prompt)
+        for forgotten in set(policies) - {h.id for h in supervisor.runs}:
+            del policies[forgotten]
         policies[handle.id] = policy
         return describe(handle), 201
 

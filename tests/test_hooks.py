@@ -133,8 +133,10 @@ async def test_a_raising_hook_fails_only_its_run_and_is_named(
             "hook test_a_raising_hook_fails_only_its_run_and_is_named.<locals>.Broken"
             ".on_tool_start raised ValueError: no tools today"
         )
-        # The failing session itself goes on.
-        assert broken.ref.monitor().reason is None
+        # Nothing crashed or restarted; the failing session itself goes on.
+        assert sup.restart_count == 0
+        server.default = lambda request: Reply.text("still here")
+        assert (await broken.run("hello")).text == "still here"
 
 
 async def test_an_input_guardrail_blocks_before_the_model_is_called(
@@ -178,3 +180,34 @@ async def test_a_raising_guardrail_fails_the_run_with_its_name(
     assert result.status == "error"
     assert result.error is not None
     assert "explode raised RuntimeError: guard down" in result.error
+
+
+async def test_cancel_reaches_a_slow_output_guardrail(
+    server: ScriptedServer, make_agent: Callable[..., Agent]
+) -> None:
+    async def slow_review(result: RunResult) -> None:
+        await trio.sleep(30)
+
+    server.add(Reply.text("an answer nobody vetted"))
+    session = Session(_agent(make_agent, output_guardrails=[slow_review]))
+    handle = await session.start("answer")
+    await server.wait_for_requests(1)
+    await trio.sleep(0.3)
+    handle.cancel("no time")
+    with trio.fail_after(2):
+        result = await handle.wait()
+    assert (result.status, result.cancel_reason, result.text) == ("cancelled", "no time", "")
+
+
+async def test_a_slow_on_run_end_hook_is_bounded(
+    server: ScriptedServer, make_agent: Callable[..., Agent]
+) -> None:
+    class Slow(AgentHooks):
+        async def on_run_end(self, ctx: HookContext, result: RunResult) -> None:
+            await trio.sleep(30)
+
+    server.add(Reply.text("done"))
+    with trio.fail_after(5):
+        result = await Session(_agent(make_agent, hooks=[Slow()])).run("x")
+    assert result.status == "error"
+    assert result.error == "an on_run_end hook did not return within 2 s"

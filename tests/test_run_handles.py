@@ -324,15 +324,16 @@ async def test_serve_supervisor_starts_in_a_nursery_and_drains_on_aclose(
     server: ScriptedServer, make_agent: Callable[..., Agent]
 ) -> None:
     """aclose(): refuse new work, let a short run finish, cancel a long one at the grace."""
-    server.add(Reply.text("quick", first_byte_delay=0.2))
     agent = make_agent(stream_idle_timeout=60.0)
     async with trio.open_nursery() as nursery:
         sup = await nursery.start(functools.partial(serve_supervisor, shutdown_grace=5.0))
-        short = await sup.dispatch(agent, "short")
-        await server.wait_for_requests(1)
         server.add(Fault.stall(after_chunks=1))
         long = await sup.dispatch(agent, "long")
+        await server.wait_for_requests(1)
+        server.add(Reply.text("quick", first_byte_delay=0.5))
+        short = await sup.dispatch(agent, "short")
         await server.wait_for_requests(2)
+        assert short.status == "running"
         started = trio.current_time()
         async with trio.open_nursery() as closers:
             closers.start_soon(sup.aclose, 1.0)
@@ -397,3 +398,92 @@ async def test_tool_call_run_events_carry_call_details(
     end = next(e for e in events if e.type == "tool_end")
     assert (start.tool_call_id, end.tool_call_id) == ("call_1", "call_1")
     assert events[-1].result is not None and events[-1].result.status == "completed"
+
+
+_KILLED_CHILD = """
+import sys, trio
+from rho_actors import Agent, AgentConfig, SessionStore, open_supervisor
+from rho_actors.testing import Reply, open_scripted_server
+
+async def main():
+    async with open_scripted_server() as server:
+        server.add(Reply.tool_call("list", {"path": "."}), Reply.text("x", first_byte_delay=3600))
+        agent = Agent(AgentConfig(base_url=server.base_url, model="m", working_dir=sys.argv[2]))
+        async with open_supervisor(store=SessionStore(sys.argv[1])) as sup:
+            handle = await sup.dispatch(agent, "list, then hang")
+            await server.wait_for_requests(2)
+            await trio.sleep(0.2)
+            print(handle.session_id, handle.id, flush=True)
+            await trio.sleep_forever()
+
+trio.run(main)
+"""
+
+
+async def test_attach_ends_a_replay_whose_process_was_killed(
+    make_agent: Callable[..., Agent], tmp_path: Path
+) -> None:
+    """kill -9 mid-run: the store replay ends with an interrupted error, not forever."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    root = tmp_path / "sessions"
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, "-c", _KILLED_CHILD, str(root), str(tmp_path)],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    line = b""
+    try:
+        with trio.fail_after(60):
+            while b"\n" not in line:
+                chunk = await proc.stdout.receive_some()
+                assert chunk, "the child exited early"
+                line += chunk
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        await proc.stdout.aclose()
+    session_id, run_id = line.decode().split()
+    session = SessionStore(root).resume(session_id, make_agent())
+    with trio.fail_after(5):
+        events = await _collect(session.attach(run_id))
+    assert _types(events) == ["tool_start", "tool_end", "run_end"]
+    final = events[-1].result
+    assert final is not None and final.status == "error"
+    assert final.error is not None and final.error.startswith("interrupted")
+
+
+async def test_a_raising_on_finish_callback_harms_nothing(
+    server: ScriptedServer, make_agent: Callable[..., Agent]
+) -> None:
+    server.default = lambda request: Reply.text("ok")
+    async with open_supervisor() as sup:
+        session = await sup.start_session(make_agent())
+        handle = await session.start("one")
+        handle.on_finish(lambda h: 1 / 0)
+        assert (await handle.wait()).status == "completed"
+        assert (await session.run("two")).status == "completed"
+        assert sup.restart_count == 0
+    assert handle.done()
+
+
+async def test_an_interrupt_after_a_stop_request_does_not_start(
+    server: ScriptedServer, make_agent: Callable[..., Agent]
+) -> None:
+    server.add(Reply.text("slow", first_byte_delay=0.5))
+    async with open_supervisor() as sup:
+        session = await sup.start_session(make_agent())
+        running = await session.start("long")
+        await server.wait_for_requests(1)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sup.stop_session, session)
+            await trio.sleep(0.05)
+            late = await session.run("now!", interrupt=True)
+        assert late.status == "cancelled"
+        assert late.cancel_reason is not None and "stopping" in late.cancel_reason
+        assert (await running.wait()).status == "completed"
+    assert len(server.chat_requests) == 1

@@ -10,8 +10,8 @@ from typing import Literal, TypedDict
 import attrs
 import pytest
 
-from rho_actors import Agent, AgentConfig, ConfigError, Session
-from rho_actors.testing import Dialect, Reply, ScriptedServer
+from rho_actors import Agent, AgentConfig, ApprovalInterrupt, ConfigError, Session, function_tool
+from rho_actors.testing import Dialect, Reply, ScriptedServer, ToolCallSpec
 
 
 @attrs.define
@@ -213,3 +213,59 @@ def test_bad_output_types_are_reported_when_the_agent_is_built() -> None:
         Agent(config, output_type={"type": "no-such-type"})
     with pytest.raises(ConfigError, match="output_mode"):
         Agent(config, output_type=Point, output_mode="magic")  # type: ignore[arg-type]
+
+
+@attrs.define
+class Secretive:
+    _token: str
+    count: int = 0
+
+
+async def test_attrs_private_fields_are_named_as_their_constructor_names_them(
+    server: ScriptedServer, make_agent: Callable[..., Agent]
+) -> None:
+    server.add(Reply.text('{"token": "abc", "count": 2}'))
+    result = await Session(make_agent()).run("go", output_type=Secretive)
+    assert result.output == Secretive("abc", 2)
+    schema = server.chat_requests[0].json["response_format"]["json_schema"]["schema"]
+    assert list(schema["properties"]) == ["token", "count"]
+
+
+async def test_a_paused_turn_holds_the_final_answer_and_resume_keeps_the_type(
+    server: ScriptedServer, make_agent: Callable[..., Agent]
+) -> None:
+    """[a call needing approval, final_answer] in one turn: paused, then answered again."""
+
+    async def launch(target: str) -> str:
+        """Launch something."""
+        return f"launched {target}"
+
+    server.dialect = Dialect(json_schema=False)
+    server.add(
+        Reply.tool_calls(
+            [
+                ToolCallSpec(name="launch", arguments={"target": "x"}, id="c1"),
+                ToolCallSpec(name="final_answer", arguments={"x": 0, "y": 0}, id="c2"),
+            ]
+        ),
+        Reply.tool_call("final_answer", {"x": 1, "y": 2}),
+    )
+    agent = make_agent()
+    agent.registry.register(function_tool(launch, requires_approval=True))
+    session = Session(agent)
+
+    def later(name: str, args: dict[str, object]) -> bool:
+        raise ApprovalInterrupt()
+
+    session.approval_callback = later
+    paused = await session.run("where?", output_type=Point)
+    assert paused.status == "paused"
+    held = next(m for m in session.state.messages if m.get("tool_call_id") == "c2")
+    assert "not taken yet" in held["content"]
+    await session.approve("c1")
+    session.approval_callback = None
+    result = await session.resume()
+    assert result.status == "completed", result.error
+    assert result.output == {"x": 1, "y": 2}
+    answered = {m["tool_call_id"] for m in session.state.messages if m["role"] == "tool"}
+    assert {"c1", "c2"} <= answered

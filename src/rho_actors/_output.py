@@ -33,7 +33,9 @@ DEFAULT_OUTPUT_RETRIES = 2
 # final-answer tool, whose parameters must be an object.
 _WRAPPED = "answer"
 
-_converter = cattrs.Converter(forbid_extra_keys=True)
+# By alias: the schema names an attrs field ``_secret`` "secret", as its
+# constructor does.
+_converter = cattrs.Converter(forbid_extra_keys=True, use_alias=True)
 
 
 class OutputInvalid(Exception):

@@ -114,6 +114,8 @@ class Session(Protocol):
     async def _load_mcp_tools(self) -> list[str]: ...
     def _run_hooks(self) -> tuple[AgentHooks, ...]: ...
 
+    _paused_output: OutputSpec | None
+
     async def _persist(
         self,
         *,
@@ -128,6 +130,8 @@ logger = logging.getLogger("rho_actors.run")
 
 # How long the final records of a cancelled run may take to reach the store.
 FINAL_WRITE_TIMEOUT = 5.0
+# How long on_run_end hooks may take (inside the final-write budget).
+RUN_END_HOOK_TIMEOUT = 2.0
 # How often a cancel_check callable is polled while a run waits.
 CANCEL_CHECK_INTERVAL = 0.05
 # A decision that never comes is a denial.
@@ -339,7 +343,8 @@ async def execute_run(
             if name in overrides:
                 overrides[name] = {**getattr(model_settings, name), **overrides[name]}
         model_settings = attrs.evolve(model_settings, **overrides)
-    spec = output if output is not None else session.agent.output
+    # A resumed run keeps the output type its paused run was asked for.
+    spec = output or (session._paused_output if prompt is None else None) or session.agent.output
     if spec is not None:
         structured = _Structured(
             spec, "tool" if spec.mode == "tool" else "response_format", auto=spec.mode == "auto"
@@ -356,18 +361,22 @@ async def execute_run(
         state.add_system_message(session.agent.system_prompt)
     totals.run = state.start_run(prompt if prompt is not None else "", run_id=handle_id)
     totals.started_at = time.time()
-    blocked = await _check_input(session, events, prompt, totals)
-    if blocked is not None:
-        return await _finish(session, events, totals, "error", blocked, control)
+    if prompt is not None and state.unanswered_tool_calls():
+        # A new prompt instead of resume(): the paused calls are denied
+        # (fail closed) so the history stays valid.
+        for pending in list(state.pending_approvals):
+            state.resolve_approval(pending.tool_call_id, False, "superseded by a new prompt")
+        state.close_dangling_tool_calls(
+            "[not executed: a new prompt arrived before this call was approved]"
+        )
+    if prompt is not None and session.agent.input_guardrails:
+        checked = await _cancellable(control, lambda: _check_input(session, prompt, totals))
+        if checked is _CANCELLED:
+            return await _finish(session, events, totals, "cancelled", None, control)
+        if checked is not None:
+            return await _finish(session, events, totals, "error", str(checked), control)
+        control.scope = trio.CancelScope()  # a fresh one for the run itself
     if prompt is not None:
-        if state.unanswered_tool_calls():
-            # A new prompt instead of resume(): the paused calls are denied
-            # (fail closed) so the history stays valid.
-            for pending in list(state.pending_approvals):
-                state.resolve_approval(pending.tool_call_id, False, "superseded by a new prompt")
-            state.close_dangling_tool_calls(
-                "[not executed: a new prompt arrived before this call was approved]"
-            )
         state.add_user_message(prompt)
     session._live_turns = 0
     session._current_tool = None
@@ -589,6 +598,14 @@ async def _loop(
             await session._persist(live=True)
             step = await _run_tools(session, events, totals, control, calls, max_tools)
             session._current_tool = None
+            if isinstance(step, RunEnds) and step.status == "paused":
+                # The final answer waits with the turn: asked again after it.
+                for call in answers:
+                    state.add_tool_result(
+                        call.id,
+                        "[not taken yet: other calls of this turn wait for approval; "
+                        "give the final answer again when they are done]",
+                    )
             await session._persist(live=True)
             if isinstance(step, RunEnds):
                 return step
@@ -695,13 +712,25 @@ async def _check_output(session: Session, result: RunResult) -> None:
         result.text, result.output = "", None
 
 
-async def _check_input(
-    session: Session, events: Events, prompt: str | None, totals: _RunTotals
-) -> str | None:
+_CANCELLED = object()
+
+
+async def _cancellable(control: RunControl, work: Callable[[], Awaitable[Any]]) -> Any:
+    """Await ``work()`` where ``control.cancel`` (a handle's cancel, the run's
+    deadline) reaches it; ``_CANCELLED`` if it was cancelled. For user code
+    that runs outside the run's own scope (guardrails, ``on_run_end``)."""
+    scope = trio.CancelScope(deadline=control.scope.deadline)
+    control.scope = scope
+    if control.cancel_reason is not None:
+        scope.cancel(reason=control.cancel_reason)
+    with scope:
+        return await work()
+    return _CANCELLED
+
+
+async def _check_input(session: Session, prompt: str, totals: _RunTotals) -> str | None:
     """Run the input guardrails on a new prompt: why it is blocked, or None."""
     guards = session.agent.input_guardrails
-    if not guards or prompt is None:
-        return None
     try:
         verdict = await check_guardrails(guards, prompt)
     except HookFailed as exc:
@@ -1151,14 +1180,29 @@ async def _finish(
         blocked_by=totals.blocked_by,
         run_id=totals.run_id,
     )
-    if status == "completed":
-        await _check_output(session, result)
+    if result.status == "completed" and session.agent.output_guardrails:
+        vetted = await _cancellable(control, lambda: _check_output(session, result))
+        if vetted is _CANCELLED:
+            # Cancelled before the answer was vetted: it is not given out.
+            result.status, result.text, result.output = "cancelled", "", None
+            result.cancel_reason = control.cancel_reason or "deadline exceeded"
     if events.hooks:
-        try:
-            await events.hook("on_run_end", result)
-        except CallbackFailed as exc:
+        with trio.move_on_after(RUN_END_HOOK_TIMEOUT) as hook_scope:
+            try:
+                await events.hook("on_run_end", result)
+            except CallbackFailed as exc:
+                result.status = "error"
+                result.error = str(exc) if result.error is None else f"{result.error}; {exc}"
+        if hook_scope.cancelled_caught:
+            # Bounded: the final records must still go out in time.
+            late = f"an on_run_end hook did not return within {RUN_END_HOOK_TIMEOUT:g} s"
             result.status = "error"
-            result.error = str(exc) if result.error is None else f"{result.error}; {exc}"
+            result.error = late if result.error is None else f"{result.error}; {late}"
+    session._paused_output = (
+        totals.structured.spec
+        if totals.structured is not None and result.status == "paused"
+        else None
+    )
     state.finish_run(
         status=result.status,
         usage=totals.usage,

@@ -34,6 +34,7 @@ from ._gc import tuned_gc
 from ._hooks import AgentHooks
 from ._messages import Hibernate
 from ._registry import DEFAULT_MAX_SUBPROCESSES
+from ._run import FINAL_WRITE_TIMEOUT
 from ._services import Services, open_services
 from ._session import RunHandle, Session
 from ._session_store import SessionStore
@@ -116,6 +117,9 @@ class Supervisor(Supervision, metaclass=NoPublicConstructor):
         # Runs started with dispatch(): every running one, and the latest
         # finished ones (for lookup and re-attaching by id).
         self._runs: dict[str, RunHandle] = {}
+        # How many finished dispatched runs stay findable (each keeps its
+        # session's state in memory until forgotten).
+        self.remembered_runs = REMEMBERED_FINISHED_RUNS
         self._closed = trio.Event()
         # Sessions by id: running ones and hibernated ones (an address only).
         self.sessions: dict[str, Session] = {}
@@ -218,7 +222,7 @@ class Supervisor(Supervision, metaclass=NoPublicConstructor):
         if stop is not None:
             stop._request_stop()
         finished = [run_id for run_id, h in self._runs.items() if h.done()]
-        for run_id in finished[: max(0, len(finished) - REMEMBERED_FINISHED_RUNS)]:
+        for run_id in finished[: max(0, len(finished) - self.remembered_runs)]:
             del self._runs[run_id]
 
     @property
@@ -255,7 +259,9 @@ class Supervisor(Supervision, metaclass=NoPublicConstructor):
             else max((s._shutdown or 0.0 for s in self.sessions.values()), default=0.0)
         )
         try:
-            with trio.move_on_after(limit + 1, shield=True):
+            # A safety net only: each child's own shutdown policy bounds it,
+            # plus the final records a cancelled run still writes.
+            with trio.move_on_after(limit + FINAL_WRITE_TIMEOUT + 1, shield=True):
                 await self._shutdown()
         finally:
             self._closed.set()

@@ -105,6 +105,7 @@ class SessionActor:
         "_mcp_loaded",
         "_monitors",
         "_observability",
+        "_paused_output",
         "_pending_changes",
         "_profile",
         "_released",
@@ -218,6 +219,8 @@ class SessionActor:
         self._monitors: list[SessionMonitor] | None = None
         # Handles of runs started with start(), by id (see Session.attach).
         self._runs: dict[str, Any] | None = None
+        # The output type of a paused run, for the run that resumes it.
+        self._paused_output: Any = None
         if store is not None:
             self._state.add_observer(self._journal.record)
 
@@ -504,6 +507,9 @@ class SessionActor:
         self._mailbox = None
         self._journal.drop_unsent()
         self._idle_event = None
+        # Finished runs' event logs are the bulk of what a handle holds;
+        # attach() replays them from the store once they are gone.
+        self._runs = None
 
     async def _reload_after_hibernation(self) -> None:
         if self._state is None and self._store is not None:
@@ -579,15 +585,19 @@ class SessionActor:
                     self._add_changes(message.changes)
                     if message.reply is not None:
                         message.reply.send(None)
+                case Prompt() if message.token is not None and message.token.is_cancelled():
+                    _answer_cancelled(message, message.token.reason)
                 case Prompt() if message.interrupt:
+                    if any(isinstance(m, Stop) for m in self._backlog or ()):
+                        # The session is stopping: nothing starts after the stop.
+                        _answer_stopped(message, self.id, "the session is stopping")
+                        continue
                     # Cancel what runs now and run this prompt next, in one step:
                     # nothing queued can slip in between.
                     control.cancel("interrupted by a new prompt")
                     if self._backlog is None:
                         self._backlog = []
                     self._backlog.insert(0, message)
-                case Prompt() if message.token is not None and message.token.is_cancelled():
-                    _answer_cancelled(message, message.token.reason)
                 case Prompt() | CompactRequest():
                     self._queue_backlog(message)
                 case Stop() if message.if_idle:

@@ -220,16 +220,21 @@ class Session(SessionActor):
             interrupt=interrupt,
             **fields,
         )
-        async with self._activated() as mailbox:
-            if interrupt:
-                if not mailbox.put_control(message):
-                    raise MailboxClosed(
-                        "the actor's mailbox is closed", session_id=self.id, operation="start"
-                    )
-            else:
-                await mailbox.put(message, what="start", session_id=self.id)
-            # The handle keeps the session hosted until the run settles.
-            self._users += 1
+        try:
+            async with self._activated() as mailbox:
+                if interrupt:
+                    if not mailbox.put_control(message):
+                        raise MailboxClosed(
+                            "the actor's mailbox is closed", session_id=self.id, operation="start"
+                        )
+                else:
+                    await mailbox.put(message, what="start", session_id=self.id)
+                # The handle keeps the session hosted until the run settles.
+                self._users += 1
+        except BaseException:
+            if unlink is not None:
+                unlink()  # never queued: a long-lived token must not keep it
+            raise
         self._remember(handle)
         return handle
 
@@ -253,11 +258,10 @@ class Session(SessionActor):
         if runs is None:
             runs = self._runs = {}
         runs[handle.id] = handle
-        while len(runs) > REMEMBERED_RUNS:
-            oldest = next(iter(runs))
-            if not runs[oldest].done():
-                break
-            del runs[oldest]
+        if len(runs) > REMEMBERED_RUNS:
+            finished = [run_id for run_id, h in runs.items() if h.done()]
+            for run_id in finished[: len(runs) - REMEMBERED_RUNS]:
+                del runs[run_id]
 
     def run_handle(self, run_id: str) -> RunHandle | None:
         """The handle of a run this process started on this session, if still remembered."""

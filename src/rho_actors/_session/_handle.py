@@ -16,6 +16,7 @@ which the actor answers. Whatever stops the actor, it answers every request
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
@@ -27,6 +28,9 @@ from .._actor import NoPublicConstructor, Reply
 from .._cancel import CancellationToken
 from .._errors import RhoError
 from .._events import AgentEvent, PendingApproval, RunResult
+from .._store._backend import pid_alive
+
+logger = logging.getLogger("rho_actors.session")
 
 HandleStatus = Literal["queued", "running", "completed", "error", "cancelled", "paused"]
 
@@ -81,7 +85,12 @@ class RunLog:
         self._lot.unpark_all()
         watchers, self._watchers = self._watchers or [], None
         for callback in watchers:
-            callback()
+            # Called inside the actor as it answers: a callback that raises
+            # must not crash the actor (or the supervisor stopping it).
+            try:
+                callback()
+            except Exception:
+                logger.exception("run %s: an on_finish callback raised", self.id)
 
     async def wait_finished(self) -> None:
         while not self.finished:
@@ -128,10 +137,12 @@ class LogReply(Reply[RunResult]):
         self._settle(None, RhoError("the session dropped the run before it started"))
 
     def _settle(self, result: RunResult | None, error: BaseException | None) -> None:
-        self._log.finish(result, error)
         settled, self._on_settled = self._on_settled, None
-        if settled is not None:
-            settled()
+        try:
+            self._log.finish(result, error)
+        finally:
+            if settled is not None:
+                settled()
 
 
 def run_end_event(log: RunLog) -> AgentEvent:
@@ -298,7 +309,7 @@ class RunStream(metaclass=NoPublicConstructor):
 
 
 # How often a run replayed from the store is re-read for new records.
-STORED_RUN_POLL_INTERVAL = 0.1
+STORED_RUN_POLL_INTERVAL = 0.25
 
 
 async def stored_run_events(
@@ -328,6 +339,8 @@ async def stored_run_events(
             sent += 1
             if sent > after_seq:
                 yield event.with_seq(sent)
+        if replay.result is None and not await _still_running(store, session_id):
+            replay.interrupted()
         if replay.result is not None:
             if sent + 1 > after_seq:
                 yield AgentEvent(
@@ -335,6 +348,22 @@ async def stored_run_events(
                 )
             return
         await trio.sleep(STORED_RUN_POLL_INTERVAL)
+
+
+async def _still_running(store: Any, session_id: str) -> bool:
+    """False once the session's meta shows its run can no longer end by itself:
+    marked interrupted, or running in a process on this machine that is gone.
+    (A PostgreSQL store's writer may be on another machine: its pid says
+    nothing here, so only the trace or a recovery ends the replay.)"""
+    meta = await store.aread_meta(session_id)
+    if not isinstance(meta, dict):
+        return True
+    status = meta.get("status")
+    if status == "interrupted":
+        return False
+    pid = meta.get("pid")
+    local = not str(getattr(store, "location", "")).startswith("postgres")
+    return not (status == "running" and local and isinstance(pid, int) and not pid_alive(pid))
 
 
 class StoredRun:
@@ -408,9 +437,27 @@ class StoredRun:
                     if record.status == "paused"
                     else [],
                     turns=self._turns,
+                    run_id=self.run_id,
                 )
+            case r.RunStarted() | r.StatusChanged(status="interrupted"):
+                # No end of its own: its process stopped mid-run (the session
+                # was recovered, or went on with another run).
+                self.interrupted()
             case _:
                 pass
+
+    def interrupted(self) -> None:
+        """End the replay of a run whose process stopped before it finished."""
+        if self.result is None:
+            self.result = RunResult(
+                text=self._text,
+                events=list(self.events),
+                status="error",
+                usage={},
+                error="interrupted: the process running it stopped before it finished",
+                turns=self._turns,
+                run_id=self.run_id,
+            )
 
     def _message(self, message: dict[str, Any]) -> None:
         role = message.get("role")
