@@ -464,7 +464,10 @@ async def test_a_raising_on_finish_callback_harms_nothing(
     async with open_supervisor() as sup:
         session = await sup.start_session(make_agent())
         handle = await session.start("one")
-        handle.on_finish(lambda h: 1 / 0)
+        def broken(h: RunHandle) -> None:
+            raise ZeroDivisionError("a bug in the callback")
+
+        handle.on_finish(broken)
         assert (await handle.wait()).status == "completed"
         assert (await session.run("two")).status == "completed"
         assert sup.restart_count == 0
