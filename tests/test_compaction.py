@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,14 +27,16 @@ def _is_summary_request(request: RecordedRequest) -> bool:
 def _summary_then(server: ScriptedServer, text: str = "SUMMARY") -> None:
     """Answer summary (non-streaming) requests with ``text``, others with an echo.
 
-    Reported prompt tokens count message text only (not tool schemas), so
-    the tests control exactly when the threshold is crossed.
+    Reported prompt tokens count message text and the tool schemas, as an
+    API does, so the tests control exactly when the threshold is crossed.
     """
 
     def respond(request: RecordedRequest) -> Reply:
         if _is_summary_request(request):
             return Reply.text(text)
-        tokens = sum(len(str(m.get("content") or "")) for m in request.messages) // 4
+        chars = sum(len(str(m.get("content") or "")) for m in request.messages)
+        chars += len(json.dumps(request.tools, separators=(",", ":"))) if request.tools else 0
+        tokens = chars // 4
         return Reply.text(
             f"ack {len(request.messages)}",
             usage=Usage(prompt_tokens=tokens, completion_tokens=2),
@@ -56,7 +59,8 @@ async def test_threshold_crossing_compacts_exactly_once(
     (here the first call of the third run, whose prompt crosses it)."""
     _summary_then(server)
     session = Session(make_agent(system_prompt="SYSTEM"))
-    session.context_window = 2000
+    # The threshold falls 1,400 tokens of conversation past the tool schemas.
+    session.context_window = 2000 + int(session.schema_tokens() / session.compact_threshold)
     events: list[str] = []
     for i in range(3):
         await session.run(prompt=f"{i} {BIG}", on_event=lambda e: events.append(e.type))
@@ -275,3 +279,23 @@ def test_split_never_separates_tool_calls_from_results(
         expected = users[-keep:] if keep else []
         assert [m for m in kept if m["role"] == "user"] == expected
     assert all(m["role"] != "system" for m in old + kept)
+
+
+async def test_after_a_compaction_the_context_counts_the_tool_schemas(
+    server: ScriptedServer, make_agent: Callable[..., Agent]
+) -> None:
+    """With no count from the API yet, the estimate adds what every request carries."""
+    _summary_then(server, "short summary")
+    session = Session(make_agent())
+    for i in range(4):
+        await session.run(prompt=f"message {i}")
+    result = await session.compact()
+    schemas = session.schema_tokens()
+    specs = server.chat_requests[0].json["tools"]
+    assert schemas > 100 and abs(schemas - len(str(specs)) // 4) < schemas // 4
+    messages_only = session.state.estimate_tokens()
+    assert session.context_tokens() == messages_only + schemas
+    assert schemas < result.tokens_after < schemas + messages_only + 20
+    # Once the API reports a count again, that count (tools included) is used.
+    await session.run(prompt="after")
+    assert session.context_tokens() == session.state.estimate_tokens()

@@ -464,6 +464,7 @@ async def test_a_raising_on_finish_callback_harms_nothing(
     async with open_supervisor() as sup:
         session = await sup.start_session(make_agent())
         handle = await session.start("one")
+
         def broken(h: RunHandle) -> None:
             raise ZeroDivisionError("a bug in the callback")
 

@@ -73,16 +73,19 @@ async def summarise(
     instructions: str | None,
     trigger: str,
     keep_user_turns: int = KEEP_USER_TURNS,
+    overhead: int = 0,
 ) -> tuple[CompactResult, dict[str, int]] | None:
     """Ask the model for a summary and install it; None when there is nothing to compact.
 
     The state is only changed after the summary arrived: a failed or
     cancelled summary request leaves the history exactly as it was.
+    ``overhead`` is the tokens every request carries besides its messages
+    (the tool schemas), counted in both sizes reported.
     """
     old, keep = split_for_compaction(state.messages, keep_user_turns)
     if not old:
         return None
-    tokens_before = state.estimate_tokens()
+    tokens_before = state.estimate_tokens(overhead)
     system = [m for m in state.messages if m.get("role") == "system"][:1]
     request = [
         *system,
@@ -101,7 +104,7 @@ async def summarise(
     summary = turn.text.strip()
     if not summary:
         raise ValueError("the model returned an empty summary")
-    tokens_after = _estimate([*system, {"role": "user", "content": summary}, *keep])
+    tokens_after = _estimate([*system, {"role": "user", "content": summary}, *keep]) + overhead
     state.replace_with_summary(summary, tokens_before, tokens_after, keep=keep, trigger=trigger)
     return CompactResult(summary, tokens_before, tokens_after, trigger), turn.usage
 

@@ -113,6 +113,8 @@ class Session(Protocol):
     def _mcp_capability(self) -> Any: ...
     async def _load_mcp_tools(self) -> list[str]: ...
     def _run_hooks(self) -> tuple[AgentHooks, ...]: ...
+    def schema_tokens(self) -> int: ...
+    def context_tokens(self) -> int: ...
 
     _paused_output: OutputSpec | None
 
@@ -748,7 +750,7 @@ async def _account(session: Session, events: Events, totals: _RunTotals, turn: M
         # the real counts instead of adding a zero that looks measured.
         produced = len(turn.text) + sum(len(c.name) + len(c.arguments) for c in turn.tool_calls)
         usage["calls_without_usage"] = 1
-        usage["estimated_tokens"] = session.state.estimate_tokens() + produced // 4
+        usage["estimated_tokens"] = session.context_tokens() + produced // 4
     add_usage(totals.usage, usage)
     session.state.update_usage(**usage)
     if "input_tokens" in usage:
@@ -789,11 +791,17 @@ async def compact_now(
     client = ModelClient(services.clients, settings)
     await emit(AgentEvent("compact_start"))
     try:
-        done = await summarise(client, state, instructions=instructions, trigger=trigger)
+        done = await summarise(
+            client,
+            state,
+            instructions=instructions,
+            trigger=trigger,
+            overhead=session.schema_tokens(),
+        )
     except (ModelError, ValueError) as exc:
         raise CompactionFailed(f"compaction failed: {exc}") from exc
     if done is None:
-        tokens = state.estimate_tokens()
+        tokens = session.context_tokens()
         result = CompactResult("", tokens, tokens, trigger)
     else:
         result, usage = done

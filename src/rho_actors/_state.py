@@ -45,7 +45,7 @@ _USAGE_ALIASES = {
 
 # Rough characters-per-token ratio for English and code; only used when the
 # API has not told us the real count.
-_CHARS_PER_TOKEN = 4
+CHARS_PER_TOKEN = 4
 
 
 def empty_usage() -> dict[str, r.Number]:
@@ -270,12 +270,17 @@ class State:
 
     # --- tokens and compaction ---------------------------------------------
 
-    def estimate_tokens(self) -> int:
-        """Tokens in the context: the API's last count plus an estimate of what came after."""
+    def estimate_tokens(self, overhead: int = 0) -> int:
+        """Tokens in the context: the API's last count plus an estimate of what came after.
+
+        ``overhead`` is what every request carries besides the messages (the
+        tool schemas), added when there is no count from the API to start
+        from (a new or just compacted history): the API's count includes it.
+        """
         if self._reported_tokens is not None and self._reported_at <= len(self.messages):
             newer = self.messages[self._reported_at :]
             return self._reported_tokens + _estimate(newer)
-        return _estimate(self.messages)
+        return _estimate(self.messages) + overhead
 
     def replace_with_summary(
         self,
@@ -416,7 +421,7 @@ def _estimate(messages: list[dict[str, Any]]) -> int:
             function = call.get("function") or {}
             chars += len(function.get("name", "")) + len(function.get("arguments", ""))
         chars += 16  # role and framing
-    return chars // _CHARS_PER_TOKEN
+    return chars // CHARS_PER_TOKEN
 
 
 def parse_trace(data: bytes, *, where: str) -> list[r.Envelope]:

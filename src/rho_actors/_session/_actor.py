@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar, assert_never
@@ -61,7 +62,7 @@ from .._run import (
 )
 from .._sandboxes import SandboxesRef
 from .._services import Services
-from .._state import State
+from .._state import CHARS_PER_TOKEN, State
 from .._tools import ToolHandler, ToolRegistry
 from ..tools import builtin_tools
 from ._journal import Journal
@@ -112,6 +113,7 @@ class SessionActor:
         "_restart_type",
         "_runs",
         "_sandbox_owner",
+        "_schema_cost",
         "_services",
         "_shutdown",
         "_state",
@@ -219,6 +221,7 @@ class SessionActor:
         self._monitors: list[SessionMonitor] | None = None
         # Handles of runs started with start(), by id (see Session.attach).
         self._runs: dict[str, Any] | None = None
+        self._schema_cost: tuple[tuple[int, int, str], int] | None = None
         # The output type of a paused run, for the run that resumes it.
         self._paused_output: Any = None
         if store is not None:
@@ -335,6 +338,26 @@ class SessionActor:
             return specs  # built-ins are already chosen by mode; custom ones allowed
         return [s for s in specs if self._profile.allows_tool(s["function"]["name"])]
 
+    def schema_tokens(self) -> int:
+        """About how many tokens the tool schemas add to every request.
+
+        Cached per tool set: sessions share their agent's registry, and the
+        schemas change only on reconfiguration or MCP discovery.
+        """
+        tools = self._tools
+        key = (id(tools), len(tools), self._profile.name)
+        cached = self._schema_cost
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        specs = self.tool_specs()
+        cost = len(json.dumps(specs, separators=(",", ":"))) // CHARS_PER_TOKEN if specs else 0
+        self._schema_cost = (key, cost)
+        return cost
+
+    def context_tokens(self) -> int:
+        """Tokens the next request would carry: messages, system prompt and tool schemas."""
+        return self.state.estimate_tokens(self.schema_tokens())
+
     def _schedule_compaction(self) -> None:
         """Post the internal Compact message if the context passed the threshold."""
         window = self.context_window
@@ -342,7 +365,7 @@ class SessionActor:
             self.auto_compact
             and window > 0
             and len(self.state.messages) > self._compacted_at
-            and self.state.estimate_tokens() > self.compact_threshold * window
+            and self.context_tokens() > self.compact_threshold * window
         ):
             self._compact_due = "auto"
 

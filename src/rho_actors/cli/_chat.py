@@ -188,7 +188,7 @@ class Repl:
             table.add_row(key.replace("_", " "), f"{value:,}")
         table.add_row("runs", str(state.run_count))
         table.add_row("compactions", str(state.compactions))
-        estimate = state.estimate_tokens()
+        estimate = session.context_tokens()
         share = estimate / session.context_window if session.context_window else 0.0
         table.add_row("context", f"~{estimate:,} of {session.context_window:,} ({share:.0%})")
         self.term.end_line()

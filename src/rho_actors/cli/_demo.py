@@ -295,7 +295,7 @@ async def _compaction_scene(
     *filling, last_fill, question = COMPACTION_PROMPTS
     for prompt in filling:
         await session.run(prompt, on_event=on_event)
-    window = int(session.state.estimate_tokens() / session.compact_threshold)
+    window = int(session.context_tokens() / session.compact_threshold)
     session.context_window = window
     await session.run(last_fill, on_event=on_event)
     result = await session.run(question, on_event=on_event)
