@@ -21,7 +21,7 @@ import pytest
 import trio
 import yaml
 
-from rho_actors.testing import RecordedRequest, Reply, ScriptedServer
+from rho_actors.testing import Fault, RecordedRequest, Reply, ScriptedServer
 
 CLI = (sys.executable, "-m", "rho_actors")
 TIMEOUT = 30
@@ -252,6 +252,20 @@ async def test_chat_then_sessions_resume_keep_one_history(
     assert server.chat_requests[-1].messages[-1]["content"] == "once more"
     assert len(server.chat_requests[-1].messages) == 5
     assert json.loads((session_dir / "meta.json").read_text())["run_count"] == 3
+
+
+async def test_chat_timeout_ends_a_stalled_turn_and_the_chat_goes_on(
+    server: ScriptedServer, tmp_path: Path
+) -> None:
+    server.add(Fault.stall(after_chunks=1), Reply.text("back again"))
+    flags = [*model_flags(server), "--store", str(tmp_path / "store"), "--timeout", "1"]
+    chat = await cli("chat", *flags, stdin=b"hang\nhello\n/exit\n")
+    assert chat.code == 0, chat.err
+    assert "deadline exceeded" in chat.err
+    assert "back again" in chat.out
+    bad = await cli("chat", *flags[:-1], "0", stdin=b"")
+    assert bad.code == 2
+    assert "--timeout: expected a positive number of seconds, got 0" in bad.err
 
 
 async def test_sessions_list_show_export_after_run(server: ScriptedServer, tmp_path: Path) -> None:

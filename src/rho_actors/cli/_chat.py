@@ -31,6 +31,7 @@ from ._common import (
     maybe_offline,
     open_store,
     resolve_session,
+    run_timeout,
     short_id,
     stored_config,
 )
@@ -55,6 +56,8 @@ class ChatOptions:
     store: SessionStore
     make_agent: Callable[[AgentConfig | None], Agent]
     assume_yes: bool
+    # Each turn's deadline in seconds (--timeout); None: none.
+    timeout: float | None = None
 
 
 def main(args: argparse.Namespace) -> int:
@@ -69,7 +72,12 @@ def chat_options(args: argparse.Namespace) -> ChatOptions:
     def make_agent(base: AgentConfig | None) -> Agent:
         return build_agent(config_from_flags(args, base=base))
 
-    return ChatOptions(store=open_store(args), make_agent=make_agent, assume_yes=args.yes)
+    return ChatOptions(
+        store=open_store(args),
+        make_agent=make_agent,
+        assume_yes=args.yes,
+        timeout=run_timeout(args) if hasattr(args, "timeout") else None,
+    )
 
 
 async def chat(options: ChatOptions, agent: Agent | None, resume_id: str | None) -> int:
@@ -85,6 +93,7 @@ async def chat(options: ChatOptions, agent: Agent | None, resume_id: str | None)
         else:
             assert agent is not None
             session = await supervisor.start_session(agent)
+            session.run_timeout = options.timeout
         repl = Repl(term, supervisor, options, session)
         await repl.loop()
     return EXIT_OK
@@ -102,7 +111,9 @@ async def _resume(supervisor: Supervisor, options: ChatOptions, prefix: str) -> 
     info = await trio.to_thread.run_sync(resolve_session, store, prefix)
     config = await trio.to_thread.run_sync(stored_config, store, info.id)
     agent = await trio.to_thread.run_sync(options.make_agent, config)
-    return await supervisor.resume_session(info.id, agent)
+    session = await supervisor.resume_session(info.id, agent)
+    session.run_timeout = options.timeout
+    return session
 
 
 class Repl:

@@ -330,3 +330,30 @@ def plural(n: int, word: str, many: str | None = None) -> str:
 
 def join_nonempty(parts: Sequence[str], sep: str = " · ") -> str:
     return sep.join(p for p in parts if p)
+
+
+def add_timeout_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        default=None,
+        help=f"end {what} after this long (default: $RHO_ACTORS_TIMEOUT_SECONDS, else none)",
+    )
+
+
+def run_timeout(args: argparse.Namespace) -> float | None:
+    """``--timeout``, else ``$RHO_ACTORS_TIMEOUT_SECONDS``: a run's deadline in seconds."""
+    timeout: float | None = args.timeout
+    source = "--timeout"
+    if timeout is None and os.environ.get("RHO_ACTORS_TIMEOUT_SECONDS"):
+        source = "RHO_ACTORS_TIMEOUT_SECONDS"
+        try:
+            timeout = float(os.environ[source])
+        except ValueError:
+            raise UsageError(
+                f"{source}: expected a number of seconds, got {os.environ[source]!r}"
+            ) from None
+    if timeout is not None and not timeout > 0:
+        raise UsageError(f"{source}: expected a positive number of seconds, got {timeout:g}")
+    return timeout

@@ -36,6 +36,7 @@ from ._common import (
     ArgumentParser,
     add_agent_flags,
     add_store_flag,
+    add_timeout_flag,
     report_error,
     unwrap_group,
 )
@@ -140,13 +141,7 @@ def _command(
 
 def _add_run(commands: Subcommands, common: ArgumentParser) -> None:
     run = _command(commands, common, "run", _run.main, "run one prompt, streaming as it happens")
-    run.add_argument(
-        "--timeout",
-        type=float,
-        metavar="SECONDS",
-        default=None,
-        help="end the run after this long (default: $RHO_ACTORS_TIMEOUT_SECONDS, else none)",
-    )
+    add_timeout_flag(run, "the run")
     run.add_argument("prompt", metavar="PROMPT", help="the prompt ('-' reads it from stdin)")
     add_agent_flags(run)
     add_store_flag(run)
@@ -162,6 +157,7 @@ def _add_chat(commands: Subcommands, common: ArgumentParser) -> None:
     chat = _command(commands, common, "chat", _chat.main, "a multi-turn conversation (a REPL)")
     add_agent_flags(chat)
     add_store_flag(chat)
+    add_timeout_flag(chat, "each turn")
     chat.add_argument("--yes", action="store_true", help="approve every call that asks")
 
 

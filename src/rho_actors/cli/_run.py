@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from ._common import (
     maybe_offline,
     open_store,
     output_path,
+    run_timeout,
 )
 from ._terminal import (
     INTERRUPT_REASON,
@@ -58,17 +58,7 @@ def main(args: argparse.Namespace) -> int:
     agent = build_agent(config_from_flags(args))
     store = open_store(args)
     output = output_path(args.output)
-    timeout = args.timeout
-    if timeout is None and os.environ.get("RHO_ACTORS_TIMEOUT_SECONDS"):
-        try:
-            timeout = float(os.environ["RHO_ACTORS_TIMEOUT_SECONDS"])
-        except ValueError:
-            raise UsageError(
-                "RHO_ACTORS_TIMEOUT_SECONDS: expected a number of seconds, got "
-                f"{os.environ['RHO_ACTORS_TIMEOUT_SECONDS']!r}"
-            ) from None
-    if timeout is not None and timeout <= 0:
-        raise UsageError(f"--timeout: expected a positive number of seconds, got {timeout:g}")
+    timeout = run_timeout(args)
     outcome = trio.run(_run, agent, store, prompt, args.yes, timeout)
     if output is not None:
         if outcome.result.status == "completed":
