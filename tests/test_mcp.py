@@ -4,6 +4,7 @@ sessions."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -95,8 +96,9 @@ async def test_a_streamable_http_server_works_the_same(
 
 
 async def test_a_server_killed_mid_call_errors_clearly_and_the_next_call_reconnects(
-    server: ScriptedServer, make_agent: Callable[..., Agent]
+    server: ScriptedServer, make_agent: Callable[..., Agent], caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="rho_actors.mcp")
     server.add(
         Reply.tool_call("demo__whoami", {}),
         Reply.tool_call("demo__crash", {}),
@@ -111,6 +113,9 @@ async def test_a_server_killed_mid_call_errors_clearly_and_the_next_call_reconne
     first, crashed, second = _results(events)
     assert "'demo'" in crashed and "lost its connection" in crashed
     assert first.isdigit() and second.isdigit() and first != second, (first, crashed, second)
+    logged = [r.getMessage() for r in caplog.records if r.name == "rho_actors.mcp"]
+    assert any(m.startswith("MCP server 'demo': connection lost") for m in logged), logged
+    assert "MCP server 'demo': reconnected" in logged
 
 
 async def test_cancelling_a_run_cancels_its_mcp_call(

@@ -23,6 +23,7 @@ stops the remote process, instead of waiting for ``exec`` to return.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import posixpath
 import socket
@@ -35,6 +36,8 @@ import trio
 
 from ._actor import RunLimiter
 from ._errors import ConfigError, RhoError
+
+logger = logging.getLogger("rho_actors.sandbox")
 
 __all__ = [
     "DaytonaBackend",
@@ -208,6 +211,7 @@ class RemoteSandbox:
                 self._work_dir = await _call(
                     self.sandbox.get_work_dir, what=f"sandbox {self.id}: finding its work dir"
                 )
+                logger.info("session %s: created Daytona sandbox %s", self.session_id, self.id)
             return self.sandbox
 
     def _params(self) -> Any:
@@ -348,6 +352,7 @@ class RemoteSandbox:
             return
         with trio.CancelScope(shield=True), trio.move_on_after(60):
             await _call(self._client.delete, sandbox, what=f"sandbox {sandbox.id}: deleting")
+            logger.info("session %s: deleted Daytona sandbox %s", self.session_id, sandbox.id)
 
 
 def _quote(text: str) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Literal
@@ -34,6 +35,8 @@ from ._tools import ToolContext, ToolOutput
 __all__ = ["McpServerSpec", "McpServers", "McpTool", "serve_mcp", "tool_name", "tools_for"]
 
 # How long connecting (start, initialize, list tools) may take.
+logger = logging.getLogger("rho_actors.mcp")
+
 CONNECT_TIMEOUT = 30.0
 BACKOFF_MAX = 30.0
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
@@ -222,6 +225,7 @@ class _Connection:
 
     def lost(self, why: str) -> None:
         """A call found the connection gone: let the owner close it; the next call reconnects."""
+        logger.warning("MCP server %r: connection lost (%s)", self.spec.name, why)
         self.error = why
         self._lost.set()
 
@@ -240,6 +244,8 @@ class _Connection:
                         await session.initialize()
                         self.tools = list((await session.list_tools()).tools)
                     watchers.start_soon(self._watch_tool_list, session)
+                    if self._attempts > 1:
+                        logger.info("MCP server %r: reconnected", self.spec.name)
                     self.session, self.error, self._failures = session, None, 0
                     self._ready.set()
                     await self._lost.wait()
@@ -247,6 +253,12 @@ class _Connection:
             except Exception as exc:
                 self.error = _describe(exc)
                 self._failures += 1
+                logger.warning(
+                    "MCP server %r: connection failed (%s); attempt %d",
+                    self.spec.name,
+                    self.error,
+                    self._failures,
+                )
             finally:
                 self.session = None
                 self._lost = trio.Event()

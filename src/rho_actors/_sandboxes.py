@@ -16,13 +16,15 @@ actor stops, and it is never blocked by a full mailbox.
 
 from __future__ import annotations
 
-import contextlib
+import logging
 
 import attrs
 import trio
 
 from ._actor import Mailbox, Reply
 from ._daytona import DaytonaBackend, RemoteSandbox, SandboxError
+
+logger = logging.getLogger("rho_actors.sandbox")
 
 __all__ = ["SandboxesRef", "serve_sandboxes"]
 
@@ -122,8 +124,9 @@ async def _delete(sandbox: RemoteSandbox, done: Reply[None] | None = None) -> No
     # Daytona's auto-delete backstop and `rho-actors sandboxes sweep` remove
     # what could not be deleted now; nothing else can be done here.
     try:
-        with contextlib.suppress(SandboxError):
-            await sandbox.delete()
+        await sandbox.delete()
+    except SandboxError as exc:
+        logger.warning("could not delete a sandbox (the sweep will): %s", exc)
     finally:
         if done is not None:
             done.send(None)

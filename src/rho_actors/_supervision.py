@@ -23,6 +23,7 @@ session hosting (start, stop, wake, hibernate, recover) on it.
 from __future__ import annotations
 
 import collections
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Protocol
 
@@ -30,6 +31,8 @@ import attrs
 import trio
 
 from ._errors import RhoError, SupervisionError, single_exception
+
+logger = logging.getLogger("rho_actors.supervisor")
 
 RestartType = Literal["permanent", "transient", "temporary"]
 Strategy = Literal["one_for_one", "one_for_all", "rest_for_one"]
@@ -267,6 +270,11 @@ class Supervision:
         while self._restarts and now - self._restarts[0] > self.period:
             self._restarts.popleft()
         self.restart_count += 1
+        logger.warning(
+            "restarting %s (%s)",
+            child.spec.id,
+            f"failed: {type(failure).__name__}: {failure}" if failure is not None else "it exited",
+        )
         if len(self._restarts) > self.max_restarts:
             raise SupervisionError(
                 f"supervisor gave up: more than {self.max_restarts} restarts within "

@@ -352,6 +352,7 @@ class Supervisor(Supervision, metaclass=NoPublicConstructor):
                 )
                 session = await store.aresume(info.id, agent)
                 recovered.append(await self.start_session(session))
+                logger.info("recover: session %s is back (interrupted mid-run)", info.id)
             except (RhoError, ValueError) as exc:
                 # One bad session is reported and skipped; the rest come back.
                 self._recovery_failed(exc)

@@ -9,6 +9,7 @@ serves hundreds of sessions; when idle, a lone record is written at once.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar, assert_never
@@ -20,6 +21,8 @@ from .. import _records as r
 from .._actor import Mailbox, Reply, ask
 from .._errors import StoreError
 from ._backend import SessionInfo, StoreBackend
+
+logger = logging.getLogger("rho_actors.store")
 
 # Requests committed together at most; bounds the latency of one commit.
 MAX_BATCH = 4096
@@ -308,6 +311,8 @@ def _apply_batch(
             failures = backend.append(grouped)
         except Exception as exc:  # a backend bug must not kill the actor
             failures = {sid: _as_store_error(exc, sid) for sid in grouped}
+        for session_id, failure in failures.items():
+            logger.warning("store: session %s: the write failed: %s", session_id, failure)
         for msg in pending:
             results.append((msg.reply, None, failures.get(msg.session_id)))
         pending.clear()

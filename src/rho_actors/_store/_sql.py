@@ -29,6 +29,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -42,6 +43,8 @@ from .._errors import StoreError
 from .._secrets import redact_url
 from .._state import parse_trace
 from ._backend import SessionInfo, corrupt_info, current_info, meta_json
+
+logger = logging.getLogger("rho_actors.store")
 
 __all__ = ["SQLBackend", "is_sql_location", "migrate", "open_sql_backend"]
 
@@ -786,17 +789,21 @@ def _open_postgres(location: str) -> SQLBackend:
 
     @contextlib.contextmanager
     def connect() -> Iterator[Any]:
-        if held and (held[0].closed or held[0].broken):
+        dropped = bool(held) and (held[0].closed or held[0].broken)
+        if dropped:
             with contextlib.suppress(psycopg.Error):
                 held.pop().close()
         if not held:
             held.append(psycopg.connect(location, connect_timeout=10))
+            if dropped:
+                logger.info("PostgreSQL store: reconnected after the server dropped the connection")
         conn = held[0]
         try:
             with conn.transaction():
                 yield conn
-        except psycopg.OperationalError:
+        except psycopg.OperationalError as exc:
             # A connection that failed mid-transaction is not trusted again.
+            logger.warning("PostgreSQL store: the connection failed: %s", str(exc).strip())
             with contextlib.suppress(psycopg.Error):
                 held.pop().close()
             raise
