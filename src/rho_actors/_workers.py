@@ -339,4 +339,8 @@ def _record(result: RunResult) -> dict[str, Any]:
         "cancel_reason": result.cancel_reason,
         "usage": dict(result.usage),
         "turns": result.turns,
+        "pending_approvals": [
+            {"tool_call_id": p.tool_call_id, "tool_name": p.tool_name, "tool_args": p.tool_args}
+            for p in result.pending_approvals
+        ],
     }
