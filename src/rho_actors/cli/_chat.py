@@ -30,6 +30,7 @@ from ._common import (
     config_from_flags,
     maybe_offline,
     open_store,
+    plural,
     resolve_session,
     run_timeout,
     short_id,
@@ -154,7 +155,7 @@ class Repl:
         state = session.state
         self.term.note(
             f"session {session.id} · model {session.agent.config.model} · "
-            f"profile {session.profile.name} · {len(state.messages)} messages so far",
+            f"profile {session.profile.name} · {plural(len(state.messages), 'message')} so far",
             style="bold",
         )
         if state.pending_approvals:

@@ -40,7 +40,7 @@ from .._fanout import Job, fan_out
 from .._session_store import SessionStore
 from .._supervisor import Supervisor, open_supervisor
 from ..testing import RecordedRequest, Reply, open_scripted_server
-from ._common import EXIT_ERROR, EXIT_OK
+from ._common import EXIT_ERROR, EXIT_OK, plural
 from ._terminal import format_args, status_style
 
 CANCEL_REASON = "demo: cancelled on purpose"
@@ -98,7 +98,8 @@ async def demo(n_sessions: int) -> int:
         scenes, totals = await _play(console, Path(tmp), n_sessions)
     console.print(_summary_table(scenes))
     console.print(
-        f"{totals.model_calls} model calls · {totals.persisted} sessions persisted and "
+        f"{plural(totals.model_calls, 'model call')} · "
+        f"{plural(totals.persisted, 'session')} persisted and "
         "replayed in a scratch store, deleted on exit (`rho-actors run` and `chat` keep "
         "theirs for `rho-actors sessions list`) · "
         f"{time.perf_counter() - started:.1f} s in all"

@@ -12,7 +12,7 @@ import argparse
 import trio
 
 from .._mcp import serve_mcp, tools_for
-from ._common import EXIT_ERROR, EXIT_OK, UsageError, build_agent, config_from_flags
+from ._common import EXIT_ERROR, EXIT_OK, UsageError, build_agent, config_from_flags, plural
 
 
 def list_main(args: argparse.Namespace) -> int:
@@ -33,7 +33,7 @@ def list_main(args: argparse.Namespace) -> int:
                     status = EXIT_ERROR
                     continue
                 offered = {t.tool for t in tools_for(spec, listed, agent.profile)}
-                print(f"{spec.name}: {len(listed)} tools")
+                print(f"{spec.name}: {plural(len(listed), 'tool')}")
                 for tool in listed:
                     hints = getattr(tool, "annotations", None)
                     readonly = "read-only" if getattr(hints, "read_only_hint", None) else "writes"

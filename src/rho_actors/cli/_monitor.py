@@ -22,7 +22,7 @@ from rich.text import Text
 
 from .._session_store import SessionStore
 from .._store._backend import SessionInfo
-from ._common import EXIT_OK, ago, open_store, resolve_session, short_id
+from ._common import EXIT_OK, ago, open_store, plural, resolve_session, short_id
 from ._terminal import open_terminal, status_style
 
 
@@ -71,7 +71,7 @@ def sessions_table(store: SessionStore, infos: list[SessionInfo], limit: int) ->
     ordered = sorted(infos, key=lambda i: (i.status != "running", -_updated(i).timestamp()))
     running = sum(1 for info in infos if info.status == "running")
     table = Table(
-        title=f"{store.location} · {len(infos)} sessions · {running} running",
+        title=f"{store.location} · {plural(len(infos), 'session')} · {running} running",
         title_justify="left",
         caption=f"{len(infos) - limit} more not shown" if len(infos) > limit else None,
     )
