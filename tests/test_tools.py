@@ -16,7 +16,13 @@ import trio
 
 from rho_actors import _sandbox
 from rho_actors._profiles import BUILTIN_PROFILES, PermissionProfile
-from rho_actors._tools import ToolContext, ToolHandler, ToolOutput
+from rho_actors._tools import (
+    ToolContext,
+    ToolHandler,
+    ToolOutput,
+    ToolRegistry,
+    function_tool,
+)
 from rho_actors.tools import (
     BashTool,
     EditTool,
@@ -882,3 +888,29 @@ def test_tools_package_exports() -> None:
     )
     for name in package.__all__:
         assert getattr(package, name) is not None
+
+
+def test_a_function_tool_is_derived_once_per_function_and_options() -> None:
+    """Building many agents with the same typed tool reuses its schema (construction cost)."""
+
+    async def lookup(key: str, limit: int = 3) -> str:
+        """Look a key up.
+
+        Args:
+            key: What to look up.
+            limit: At most this many.
+        """
+        return key
+
+    first = function_tool(lookup)
+    assert function_tool(lookup) is first
+    assert function_tool(lookup, requires_approval=True) is not first
+    assert function_tool(lookup, requires_approval=True).requires_approval
+    registries = [ToolRegistry() for _ in range(3)]
+    tools = [r.register(lookup) for r in registries]
+    assert all(t is first for t in tools)
+    assert first.parameters["properties"]["limit"] == {
+        "type": "integer",
+        "description": "At most this many.",
+        "default": 3,
+    }

@@ -73,7 +73,7 @@ class Agent:
             ) from None
         self.backend = _resolve_backend(config)
         self.mcp_servers = specs_from_config(config.mcp_servers, source=config.source)
-        self.registry = ToolRegistry(builtin_tools(self._profile, remote=self.remote))
+        self.registry = ToolRegistry.of_checked(builtin_tools(self._profile, remote=self.remote))
         if self._profile.allows_tool("delegate"):
             self.registry.register(DelegateTool())
         self._system_prompt: str | None = None

@@ -9,6 +9,7 @@ never summarised away.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -40,7 +41,10 @@ SUMMARY_INSTRUCTIONS = (
 )
 
 
+@functools.lru_cache(maxsize=256)
 def context_window_for(model: str) -> int:
+    """The model's context window (its family's by prefix; else a default).
+    Cached: every Session asks, and there are only so many model names."""
     if model in KNOWN_CONTEXT_WINDOWS:
         return KNOWN_CONTEXT_WINDOWS[model]
     for name, window in KNOWN_CONTEXT_WINDOWS.items():

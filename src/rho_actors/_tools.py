@@ -13,9 +13,11 @@ when it runs.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import re
 import typing
+import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol, cast, runtime_checkable
@@ -109,6 +111,10 @@ def tool_spec(handler: ToolHandler) -> dict[str, Any]:
     }
 
 
+_FUNCTION_TOOLS: weakref.WeakKeyDictionary[
+    Callable[..., Any], dict[tuple[Any, ...], FunctionTool]
+] = weakref.WeakKeyDictionary()
+
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -123,6 +129,14 @@ class ToolRegistry:
         self._specs: list[dict[str, Any]] | None = None
         for handler in handlers:
             self.register(handler)
+
+    @classmethod
+    def of_checked(cls, handlers: typing.Iterable[ToolHandler]) -> ToolRegistry:
+        """A registry of handlers already known to be valid (the built-ins):
+        every Agent starts from one, so it skips the checks ``register`` makes."""
+        registry = cls()
+        registry._handlers = {h.name: h for h in handlers}
+        return registry
 
     def register(self, handler: ToolHandler | Callable[..., Awaitable[Any]]) -> ToolHandler:
         """Add a tool; a plain ``async def`` is wrapped with :func:`function_tool`.
@@ -236,6 +250,22 @@ def function_tool(
     """
 
     def build(f: Callable[..., Awaitable[Any]]) -> FunctionTool:
+        # Deriving the schema from the signature and docstring is most of
+        # what building an agent with custom tools costs; a function and its
+        # options always give the same (immutable) tool.
+        key = (name, description, requires_approval, readonly, timeout)
+        try:
+            cached = _FUNCTION_TOOLS[f].get(key)
+        except (KeyError, TypeError):
+            cached = None
+        if cached is not None:
+            return cached
+        tool = _build_function_tool(f)
+        with contextlib.suppress(TypeError):  # not weak-referenceable: not cached
+            _FUNCTION_TOOLS.setdefault(f, {})[key] = tool
+        return tool
+
+    def _build_function_tool(f: Callable[..., Awaitable[Any]]) -> FunctionTool:
         if not inspect.iscoroutinefunction(f):
             raise ConfigError(
                 f"tool {getattr(f, '__name__', f)!r} must be an async function",
