@@ -15,6 +15,8 @@ from ._daytona import open_fake_daytona as open_fake_daytona
 from ._daytona import serve_fake_daytona as serve_fake_daytona
 from ._faults import DiskFaults as DiskFaults
 from ._faults import crash_next_run as crash_next_run
+from ._inprocess import InProcessModel as InProcessModel
+from ._inprocess import open_in_process_model as open_in_process_model
 from ._script import Dialect as Dialect
 from ._script import ErrorPlacement as ErrorPlacement
 from ._script import Fault as Fault
@@ -44,6 +46,7 @@ __all__ = [
     "FakeSandbox",
     "Fault",
     "FaultKind",
+    "InProcessModel",
     "RecordedRequest",
     "Reply",
     "Responder",
@@ -57,6 +60,7 @@ __all__ = [
     "offline_responder",
     "ok_responder",
     "open_fake_daytona",
+    "open_in_process_model",
     "open_scripted_server",
     "serve_fake_daytona",
     "serve_scripted",

@@ -573,36 +573,7 @@ class ScriptedServer:
                 await self._finish(stream, request, _json_response(conn, 200, body))
                 return
         number = next(self._ids)
-        # Null content only beside tool calls, as in the role chunk of a stream.
-        content = reply.content if reply.content or not reply.calls else None
-        message: dict[str, Any] = {"role": "assistant", "content": content}
-        if reply.calls:
-            message["tool_calls"] = [
-                {
-                    "id": spec.id or f"call_{number}_{i}",
-                    "type": "function",
-                    "function": {"name": spec.name, "arguments": spec.arguments_json},
-                }
-                for i, spec in enumerate(reply.calls)
-            ]
-        message["refusal"] = None
-        payload: dict[str, Any] = {
-            "id": f"chatcmpl-{number}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": request.model or _MODEL_NAME,
-            "system_fingerprint": _FINGERPRINT,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": message,
-                    "logprobs": None,
-                    "finish_reason": reply.effective_finish_reason,
-                }
-            ],
-        }
-        if self.dialect.usage_chunk:
-            payload["usage"] = _usage_for(request, reply).to_json()
+        payload = completion_payload(request, reply, number, self.dialect)
         headers = [*_JSON_HEADERS, (b"x-request-id", f"req_{number}".encode())]
         await self._finish(
             stream, request, _json_response(conn, 200, _dumps(payload).encode(), headers)
@@ -619,9 +590,7 @@ class ScriptedServer:
         chunk_delay = _pick(reply.chunk_delay, self.chunk_delay)
         chunk_size = _pick(reply.chunk_size, self.chunk_size)
         dialect = self.dialect  # read once: a swap mid-stream must not split it
-        events, prefix = _stream_events(
-            request, reply, number, chunk_size, dialect.repeat_tool_name
-        )
+        events, prefix = stream_events(request, reply, number, chunk_size, dialect.repeat_tool_name)
         fault = reply.fault
         due = len(events) if fault is None else min(fault.after_chunks, len(events))
 
@@ -667,17 +636,7 @@ class ScriptedServer:
             # lenient client that skips bad lines still gets a whole stream.
             await _write(stream, frame(_MALFORMED))
             tail += events[due:]
-        stream_options = (
-            request.json.get("stream_options") if isinstance(request.json, dict) else None
-        )
-        if (
-            isinstance(stream_options, dict)
-            and stream_options.get("include_usage") is True
-            and dialect.usage_chunk
-        ):
-            usage = _dumps(_usage_for(request, reply).to_json()).encode()
-            tail.append(prefix + b'[],"usage":' + usage + b"}\n\n")
-        tail.append(_DONE)
+        tail += stream_end(request, reply, prefix, dialect)
         if chunk_delay > 0:
             await trio.sleep(chunk_delay)
         end = frame(b"".join(tail)) + conn.send(h11.EndOfMessage())
@@ -738,7 +697,61 @@ def _split(text: str, size: int) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)]
 
 
-def _stream_events(
+def completion_payload(
+    request: RecordedRequest, reply: Reply, number: int, dialect: Dialect
+) -> dict[str, Any]:
+    """A non-streamed chat completion answering ``request`` with ``reply``."""
+    # Null content only beside tool calls, as in the role chunk of a stream.
+    content = reply.content if reply.content or not reply.calls else None
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if reply.calls:
+        message["tool_calls"] = [
+            {
+                "id": spec.id or f"call_{number}_{i}",
+                "type": "function",
+                "function": {"name": spec.name, "arguments": spec.arguments_json},
+            }
+            for i, spec in enumerate(reply.calls)
+        ]
+    message["refusal"] = None
+    payload: dict[str, Any] = {
+        "id": f"chatcmpl-{number}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": request.model or _MODEL_NAME,
+        "system_fingerprint": _FINGERPRINT,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": reply.effective_finish_reason,
+            }
+        ],
+    }
+    if dialect.usage_chunk:
+        payload["usage"] = _usage_for(request, reply).to_json()
+    return payload
+
+
+def stream_end(
+    request: RecordedRequest, reply: Reply, prefix: bytes, dialect: Dialect
+) -> list[bytes]:
+    """What closes a stream: the usage chunk if one was asked for, then ``[DONE]``."""
+    tail: list[bytes] = []
+    stream_options = request.json.get("stream_options") if isinstance(request.json, dict) else None
+    if (
+        isinstance(stream_options, dict)
+        and stream_options.get("include_usage") is True
+        and dialect.usage_chunk
+    ):
+        usage = _dumps(_usage_for(request, reply).to_json()).encode()
+        tail.append(prefix + b'[],"usage":' + usage + b"}\n\n")
+    tail.append(_DONE)
+    return tail
+
+
+def stream_events(
     request: RecordedRequest,
     reply: Reply,
     number: int,
