@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
-import trio
+from killed import output_until_killed
 
 from rho_actors import Agent, SessionStore, open_supervisor
 from rho_actors.testing import Reply, ScriptedServer
@@ -62,23 +58,7 @@ async def test_kill_9_mid_run_then_recover(
 ) -> None:
     """After SIGKILL the run is listed interrupted; recovery restores it and it continues."""
     root = tmp_path / "sessions"
-    proc = await trio.lowlevel.open_process(
-        [sys.executable, "-c", _CHILD, str(root)],
-        stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert proc.stdout is not None
-    buffer = b""
-    try:
-        with trio.fail_after(60):
-            while b"HANGING" not in buffer:
-                chunk = await proc.stdout.receive_some()
-                assert chunk, "child exited early"
-                buffer += chunk
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        await proc.wait()
-        await proc.stdout.aclose()
+    buffer = await output_until_killed(_CHILD, str(root), until=b"HANGING")
     session_id = buffer.split(b"\n")[0].decode().strip()
 
     store = SessionStore(root)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from killed import output_until_killed
 
 from rho_actors import (
     Agent,
@@ -424,29 +425,8 @@ async def test_attach_ends_a_replay_whose_process_was_killed(
     make_agent: Callable[..., Agent], tmp_path: Path
 ) -> None:
     """kill -9 mid-run: the store replay ends with an interrupted error, not forever."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
     root = tmp_path / "sessions"
-    proc = await trio.lowlevel.open_process(
-        [sys.executable, "-c", _KILLED_CHILD, str(root), str(tmp_path)],
-        stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert proc.stdout is not None
-    line = b""
-    try:
-        with trio.fail_after(60):
-            while b"\n" not in line:
-                chunk = await proc.stdout.receive_some()
-                assert chunk, "the child exited early"
-                line += chunk
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        await proc.wait()
-        await proc.stdout.aclose()
+    line = await output_until_killed(_KILLED_CHILD, str(root), str(tmp_path))
     session_id, run_id = line.decode().split()
     session = SessionStore(root).resume(session_id, make_agent())
     with trio.fail_after(5):

@@ -290,17 +290,19 @@ async def test_spans_for_runs_model_calls_and_tools(
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    original = _tracing._trace.get_tracer
+    # The global provider can be set only once per process: stand in for it.
+    original = _tracing._trace.get_tracer, _tracing._trace.get_tracer_provider
 
     def get_tracer(name: str, *args: Any, **kwargs: Any) -> Any:
         return provider.get_tracer(name)
 
     _tracing._trace.get_tracer = get_tracer
+    _tracing._trace.get_tracer_provider = lambda: provider
     try:
         server.add(Reply.tool_call("list", {}), Reply.text("ok"))
         await Session(make_agent()).run(prompt="go")
     finally:
-        _tracing._trace.get_tracer = original
+        _tracing._trace.get_tracer, _tracing._trace.get_tracer_provider = original
     names = [s.name for s in exporter.get_finished_spans()]
     assert names.count("rho_actors.model_call") == 2
     assert names.count("rho_actors.tool_call") == 1

@@ -37,8 +37,7 @@ import attrs
 import httpx2
 import openai
 import trio
-from openai import AsyncStream
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.chat import ChatCompletion
 
 from . import _config
 from ._errors import ContextLengthExceeded, ModelError
@@ -181,7 +180,18 @@ def shared_gate(key: str) -> RateGate:
 @attrs.define(slots=True)
 class _Shard:
     client: openai.AsyncOpenAI
+    # The streaming path posts through openai's httpx2 client directly (see
+    # ModelClient._post_stream), to the URL and with the headers openai would
+    # use, computed once.
+    http: httpx2.AsyncClient
+    url: str
+    headers: dict[str, str]
     active: int = 0
+
+
+# Endpoints answered in this process, without sockets, by base URL: where
+# ``rho_actors.testing.open_in_process_model`` registers its transport.
+IN_PROCESS_TRANSPORTS: dict[str, httpx2.AsyncBaseTransport] = {}
 
 
 class _Provider:
@@ -202,6 +212,7 @@ class _Provider:
             timeout=_HTTP_TIMEOUT,
             limits=httpx2.Limits(max_connections=SHARD_SIZE, max_keepalive_connections=SHARD_SIZE),
             follow_redirects=True,
+            transport=IN_PROCESS_TRANSPORTS.get(self.base_url or ""),
         )
         client = openai.AsyncOpenAI(
             api_key=self.api_key,
@@ -210,7 +221,14 @@ class _Provider:
             timeout=_HTTP_TIMEOUT,
             http_client=http,
         )
-        shard = _Shard(client=client)
+        headers = {
+            name: value
+            for name, value in {**client.default_headers, **client.auth_headers}.items()
+            if isinstance(value, str)
+        }
+        headers["Accept"] = "text/event-stream"
+        url = str(client.base_url) + "chat/completions"
+        shard = _Shard(client=client, http=http, url=url, headers=headers)
         self.shards.append(shard)
         return shard
 
@@ -311,8 +329,6 @@ def build_body(
     head: dict[str, Any] = {"model": settings.model, "stream": stream}
     if stream:
         head["stream_options"] = {"include_usage": True}
-    if tools:
-        head["tools"] = list(tools)
     if settings.reasoning_effort is not None:
         head["reasoning_effort"] = settings.reasoning_effort
     if settings.service_tier is not None:
@@ -326,13 +342,37 @@ def build_body(
     prefix = json.dumps(head, separators=(",", ":")).encode()
     # One join over every piece: joining the messages first and then the
     # whole body would copy a long history twice per call.
-    parts = [prefix[:-1], b',"messages":[']
+    parts = [prefix[:-1]]
+    if tools:
+        parts += (b',"tools":', encoded_tools(tools))
+    parts.append(b',"messages":[')
     for i, message in enumerate(encoded_messages):
         if i:
             parts.append(b",")
         parts.append(message)
     parts.append(b"]}")
     return b"".join(parts)
+
+
+_encoded_tools: dict[int, tuple[Sequence[Mapping[str, Any]], bytes]] = {}
+
+
+def encoded_tools(tools: Sequence[Mapping[str, Any]]) -> bytes:
+    """The tools' JSON, encoded once per list.
+
+    Sessions of one agent share its registry's cached spec list, so every
+    request of every session reuses one encoding (several kilobytes for the
+    built-in tools) instead of re-encoding it per call. Keyed by identity,
+    checked against the object itself.
+    """
+    found = _encoded_tools.get(id(tools))
+    if found is not None and found[0] is tools:
+        return found[1]
+    encoded = json.dumps(list(tools), separators=(",", ":")).encode()
+    if len(_encoded_tools) >= 1024:
+        _encoded_tools.clear()
+    _encoded_tools[id(tools)] = (tools, encoded)
+    return encoded
 
 
 def retry_delay(exc: Exception, attempt: int) -> float:
@@ -449,26 +489,6 @@ def _describe(exc: Exception, settings: ModelSettings | None = None) -> str:
         detail = f" ({type(cause).__name__}: {cause})" if cause else ""
         return f"cannot reach the model endpoint{detail}"
     return f"{type(exc).__name__}: {exc}"
-
-
-class _RawStream(AsyncStream[ChatCompletionChunk]):
-    """Hands us the raw streaming response; we parse the events ourselves.
-
-    openai's own stream builds a pydantic object per chunk and leaves its
-    async generators half-consumed at ``[DONE]``; parsing the few fields we
-    need with ``json.loads`` is cheaper per chunk and lets us close
-    everything deterministically.
-    """
-
-    def __init__(
-        self,
-        *,
-        cast_to: Any,
-        response: httpx2.Response,
-        client: Any,
-        options: Any = None,
-    ) -> None:
-        self.response = response
 
 
 class _SSEParser:
@@ -671,14 +691,7 @@ class ModelClient:
             try:
                 with trio.move_on_after(wait):
                     if stream:
-                        response = await shard.client.post(
-                            "/chat/completions",
-                            cast_to=cast(Any, ChatCompletion),
-                            content=body,
-                            options=options,
-                            stream=True,
-                            stream_cls=_RawStream,
-                        )
+                        response = await self._post_stream(shard, body)
                     else:
                         response = await shard.client.post(
                             "/chat/completions",
@@ -695,6 +708,37 @@ class ModelClient:
                 raise
             shard.active -= 1
             attempt = await self._before_retry(failure, attempt, on_retry, seen)
+
+    async def _post_stream(self, shard: _Shard, body: bytes) -> httpx2.Response:
+        """POST a streaming request and return the response once its headers are in.
+
+        openai's request pipeline (building options, copying headers,
+        re-validating the URL) costs about half a millisecond per call, a
+        large share of a run's CPU; the body is already built, so the request
+        goes straight to the same httpx2 client with the headers openai would
+        send. Failures become openai's own error types, as from its client.
+        """
+        http = shard.http
+        headers = shard.headers
+        if self.settings.extra_headers:
+            headers = {**headers, **self.settings.extra_headers}
+        request = http.build_request(
+            "POST", shard.url, content=body, headers=headers, timeout=self._options["timeout"]
+        )
+        try:
+            response = await http.send(request, stream=True)
+        except httpx2.TimeoutException as exc:
+            raise openai.APITimeoutError(request=request) from exc
+        except httpx2.TransportError as exc:
+            raise openai.APIConnectionError(message=_describe(exc), request=request) from exc
+        if response.status_code >= 400:
+            try:
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await response.aread()
+            finally:
+                await response.aclose()
+            raise shard.client._make_status_error_from_response(response)
+        return response
 
     async def _before_retry(
         self,
@@ -773,11 +817,11 @@ class ModelClient:
         attempt = 0
         seen: set[str] = set()
         while True:
-            raw, shard, attempt = await self._open_with_retries(
+            response, shard, attempt = await self._open_with_retries(
                 body, stream=True, on_retry=on_retry, attempt=attempt, seen=seen
             )
             try:
-                return await self._read_stream(raw.response, shard, on_text, hold_connection)
+                return await self._read_stream(response, shard, on_text, hold_connection)
             except SilentStream as exc:
                 attempt = await self._before_retry(exc, attempt, on_retry)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar, assert_never
@@ -38,7 +37,7 @@ from .._errors import (
 from .._events import AgentEvent, CompactResult, RunResult
 from .._hooks import AgentHooks
 from .._hosting import SessionHost, SessionStoreHandle, host_ambiently
-from .._llm import ModelSettings, ToolCall
+from .._llm import ModelSettings, ToolCall, encoded_tools
 from .._mcp import McpTool, tools_for
 from .._messages import (
     ApprovalDecision,
@@ -113,7 +112,6 @@ class SessionActor:
         "_restart_type",
         "_runs",
         "_sandbox_owner",
-        "_schema_cost",
         "_services",
         "_shutdown",
         "_state",
@@ -221,7 +219,6 @@ class SessionActor:
         self._monitors: list[SessionMonitor] | None = None
         # Handles of runs started with start(), by id (see Session.attach).
         self._runs: dict[str, Any] | None = None
-        self._schema_cost: tuple[tuple[int, int, str], int] | None = None
         # The output type of a paused run, for the run that resumes it.
         self._paused_output: Any = None
         if store is not None:
@@ -341,18 +338,11 @@ class SessionActor:
     def schema_tokens(self) -> int:
         """About how many tokens the tool schemas add to every request.
 
-        Cached per tool set: sessions share their agent's registry, and the
-        schemas change only on reconfiguration or MCP discovery.
+        From the same encoding the requests send (shared by every session
+        of the agent, see ``encoded_tools``): nothing is encoded twice.
         """
-        tools = self._tools
-        key = (id(tools), len(tools), self._profile.name)
-        cached = self._schema_cost
-        if cached is not None and cached[0] == key:
-            return cached[1]
         specs = self.tool_specs()
-        cost = len(json.dumps(specs, separators=(",", ":"))) // CHARS_PER_TOKEN if specs else 0
-        self._schema_cost = (key, cost)
-        return cost
+        return len(encoded_tools(specs)) // CHARS_PER_TOKEN if specs else 0
 
     def context_tokens(self) -> int:
         """Tokens the next request would carry: messages, system prompt and tool schemas."""
