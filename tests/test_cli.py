@@ -360,6 +360,24 @@ async def test_dispatch_honours_concurrency_and_writes_jsonl(
     assert "completed" in ran.out
 
 
+async def test_dispatch_timeout_ends_only_the_slow_runs(
+    server: ScriptedServer, tmp_path: Path
+) -> None:
+    def respond(request: RecordedRequest) -> Reply:
+        slow = "slow" in str(request.messages[-1]["content"])
+        return Reply.text("done", first_byte_delay=3600 if slow else 0)
+
+    server.default = respond
+    tasks = tmp_path / "tasks.yaml"
+    tasks.write_text(yaml.safe_dump([{"id": p, "prompt": p} for p in ("fast", "slow")]))
+    output = tmp_path / "results.jsonl"
+    flags = [*model_flags(server), "--no-store", "--output", str(output), "--timeout", "1"]
+    ran = await cli("dispatch", str(tasks), *flags)
+    assert ran.code == 1, ran.err
+    statuses = {str(r["id"]): (r["status"], r["error"]) for r in _lines(output)}
+    assert statuses == {"fast": ("completed", None), "slow": ("cancelled", "deadline exceeded")}
+
+
 async def test_dispatch_task_overrides_pick_the_agent(
     server: ScriptedServer, tmp_path: Path
 ) -> None:

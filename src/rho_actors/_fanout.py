@@ -23,6 +23,7 @@ memory is released as soon as its job is done.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -81,13 +82,21 @@ async def fan_out(
     supervisor: Supervisor | None = None,
     store: SessionStore | None = None,
     token: CancellationToken | None = None,
+    run_timeout: float | None = None,
 ) -> AsyncIterator[trio.MemoryReceiveChannel[JobResult]]:
-    """Run ``jobs`` with at most ``concurrency`` in flight; yield a channel of results."""
+    """Run ``jobs`` with at most ``concurrency`` in flight; yield a channel of results.
+
+    ``run_timeout`` (seconds) is each run's deadline: a run that takes longer
+    ends ``cancelled`` ("deadline exceeded"), the others go on.
+    """
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+    if run_timeout is not None and not run_timeout > 0:
+        raise ValueError(f"run_timeout must be a positive number of seconds, got {run_timeout}")
     send, receive = trio.open_memory_channel[JobResult](concurrency)
     async with _maybe_supervisor(supervisor, store) as sup, trio.open_nursery() as nursery:
-        nursery.start_soon(_feed, jobs, agent, concurrency, sup, token, send)
+        feed = functools.partial(_feed, run_timeout=run_timeout)
+        nursery.start_soon(feed, jobs, agent, concurrency, sup, token, send)
         try:
             async with receive:
                 yield receive
@@ -113,6 +122,8 @@ async def _feed(
     supervisor: Supervisor,
     token: CancellationToken | None,
     send: trio.MemorySendChannel[JobResult],
+    *,
+    run_timeout: float | None = None,
 ) -> None:
     slots = trio.Semaphore(concurrency)
     pending = iter(jobs)
@@ -130,7 +141,9 @@ async def _feed(
             job_agent = job.agent or agent
             if job_agent is None:
                 raise RhoError(f"job {index} has no agent and fan_out() was given none")
-            workers.start_soon(_work, index, job, job_agent, supervisor, token, send.clone(), slots)
+            workers.start_soon(
+                _work, index, job, job_agent, supervisor, token, send.clone(), slots, run_timeout
+            )
 
 
 async def _work(
@@ -141,6 +154,7 @@ async def _work(
     token: CancellationToken | None,
     send: trio.MemorySendChannel[JobResult],
     slots: trio.Semaphore,
+    run_timeout: float | None = None,
 ) -> None:
     started = time.perf_counter()
     session: Session | None = None
@@ -149,6 +163,7 @@ async def _work(
     async with send:
         try:
             session = await supervisor.start_session(agent)
+            session.run_timeout = run_timeout
             result = await session.run(prompt=job.prompt, token=token)
         except Exception as exc:
             error = exc

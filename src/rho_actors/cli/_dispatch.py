@@ -58,6 +58,7 @@ from ._common import (
     open_store,
     output_path,
     plural,
+    run_timeout,
 )
 from ._tasks import Task, load_tasks
 from ._terminal import INTERRUPT_REASON, Terminal, open_terminal
@@ -74,6 +75,8 @@ class Tally:
 
     total: int
     concurrency: int
+    # Each run's deadline (--timeout), None: none.
+    run_timeout: float | None = None
     started: int = 0
     done: int = 0
     tokens: int = 0
@@ -127,7 +130,7 @@ def main(args: argparse.Namespace) -> int:
     agents = agents_for(tasks, config_from_flags(args), path.parent)
     store = None if args.no_store else open_store(args)
     output = output_path(args.output)
-    tally = Tally(total=len(tasks), concurrency=args.concurrency)
+    tally = Tally(total=len(tasks), concurrency=args.concurrency, run_timeout=run_timeout(args))
     if store is not None and hasattr(store.backend, "claim") and not args.local:
         # A database store: the workers run the tasks (rho-actors worker).
         trio.run(_enqueue_all, tasks, agents, store, output, tally, args.wait)
@@ -184,7 +187,11 @@ async def _dispatch(
             bar = progress.add_task("dispatch", total=tally.total)
             jobs = _jobs(tasks, agents, token, tally)
             async with fan_out(
-                jobs, concurrency=tally.concurrency, store=store, token=token
+                jobs,
+                concurrency=tally.concurrency,
+                store=store,
+                token=token,
+                run_timeout=tally.run_timeout,
             ) as results:
                 async for done in results:
                     record = job_record(done)

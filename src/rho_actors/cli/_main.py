@@ -182,6 +182,7 @@ def _add_dispatch(commands: Subcommands, common: ArgumentParser) -> None:
         "--output", metavar="FILE", help="results as JSONL, one line per task as it finishes"
     )
     add_agent_flags(dispatch)
+    add_timeout_flag(dispatch, "each run")
     add_store_flag(dispatch)
     dispatch.add_argument("--no-store", action="store_true", help="do not persist the sessions")
     dispatch.add_argument(
