@@ -41,6 +41,7 @@ from openai.types.chat import ChatCompletion
 
 from . import _config
 from ._errors import ContextLengthExceeded, ModelError
+from ._transport import TrioTransport, transport_choice
 
 # Connections per pool shard: small enough that per-request pool bookkeeping
 # stays cheap, large enough that a modest workload uses a single pool.
@@ -212,7 +213,7 @@ class _Provider:
             timeout=_HTTP_TIMEOUT,
             limits=httpx2.Limits(max_connections=SHARD_SIZE, max_keepalive_connections=SHARD_SIZE),
             follow_redirects=True,
-            transport=IN_PROCESS_TRANSPORTS.get(self.base_url or ""),
+            transport=self._transport(),
         )
         client = openai.AsyncOpenAI(
             api_key=self.api_key,
@@ -231,6 +232,16 @@ class _Provider:
         shard = _Shard(client=client, http=http, url=url, headers=headers)
         self.shards.append(shard)
         return shard
+
+    def _transport(self) -> httpx2.AsyncBaseTransport | None:
+        """An in-process endpoint's transport; else the trio-native one (see
+        ``rho_actors._transport``) unless the stock one was chosen."""
+        in_process = IN_PROCESS_TRANSPORTS.get(self.base_url or "")
+        if in_process is not None:
+            return in_process
+        if transport_choice() == "trio":
+            return TrioTransport(ssl_context=_shared_ssl_context(), max_idle=SHARD_SIZE)
+        return None
 
     def acquire(self) -> _Shard:
         for shard in self.shards:
