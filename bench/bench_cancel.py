@@ -275,7 +275,7 @@ async def rho_sleeps(url: str, n: int, marker: str) -> tuple[float, int, int]:
 
 async def main(n: int, n_bash: int) -> None:
     slow = ("--text-only", "--reply-text", "tick " * 4000, "--chunk-size", "5", "--chunk-ms", "500")
-    async with httpx2.AsyncClient() as http:
+    async with httpx2.AsyncClient(timeout=60) as http:
         with server_process(*slow) as url:
             b_ret, b_kernel, b_counted = await bare_streams(url, n, http)
             r_ret, r_kernel, r_counted, not_cancelled = await rho_streams(url, n, http)
