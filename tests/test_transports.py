@@ -6,12 +6,17 @@ default, and in a child pytest with ``RHO_ACTORS_HTTP_TRANSPORT=httpx``.
 
 from __future__ import annotations
 
+import functools
 import os
+import shutil
+import ssl
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import httpx2
 import pytest
 import trio
 import trio.testing
@@ -107,3 +112,53 @@ async def test_cancelling_a_run_closes_its_stream_at_the_server(
     with trio.fail_after(2):
         await server.wait_for_disconnects(1)
         assert (await handle.wait()).status == "cancelled"
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+async def test_https_with_keep_alive(tmp_path: Path) -> None:
+    """TLS through trio's SSLStream, against hypercorn with a self-signed certificate."""
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+
+    from rho_actors._transport import TrioTransport
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    await trio.run_process(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes"),
+            *("-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost"),
+            *("-addext", "subjectAltName=DNS:localhost"),
+        ],
+        capture_stdout=True,
+        capture_stderr=True,
+    )
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        headers = [(b"content-type", b"text/plain")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": scope["path"].encode()})
+
+    config = Config()
+    config.bind = ["localhost:0"]
+    config.certfile, config.keyfile = str(cert), str(key)
+    config.accesslog = None
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(
+            functools.partial(serve, app, config, shutdown_trigger=stop.wait)
+        )
+        url = binds[0].replace("127.0.0.1", "localhost")
+        context = ssl.create_default_context(cafile=str(cert))
+        transport = TrioTransport(ssl_context=context)
+        async with httpx2.AsyncClient(transport=transport) as client:
+            texts = [(await client.get(f"{url}/r{i}")).text for i in range(3)]
+            response = await client.get(f"{url}/last")
+            assert response.extensions["http_version"] == b"HTTP/1.1"
+        stop.set()
+    assert texts == ["/r0", "/r1", "/r2"]
+    assert sum(len(v) for v in transport._idle.values()) == 0  # closed with the client
