@@ -395,15 +395,11 @@ async def execute_run(
     check = cancel_check or session.cancel_check
     unsubscribe = None
     if token is not None:
-        # The token may be cancelled from any task: it sends this run a
-        # Cancel message on the actor's control channel, never touching the
-        # run's scope itself.
-        run_id = control.run_id
-
-        def on_token_cancelled(reason: str) -> None:
-            session._send_control(Cancel(reason=reason, run_id=run_id))
-
-        unsubscribe = token.subscribe(on_token_cancelled)
+        # The token may be cancelled from any task of this trio run: it
+        # cancels the run's scope there and then (synchronous, idempotent),
+        # without a message for the actor's control loop to wake up for: a
+        # token that cancels a thousand runs costs a thousand fewer wakeups.
+        unsubscribe = token.subscribe(control.cancel)
     try:
         with (
             span(

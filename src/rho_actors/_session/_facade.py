@@ -198,8 +198,10 @@ class Session(SessionActor):
         handle = RunHandle._create(self, log, run_token, prompt)
 
         def cancel_queued(reason: str) -> None:
-            # A queued run is answered at once, not when it would have started.
-            self._send_control(Cancel(reason=reason, run_id=run_number))
+            # A queued run is answered at once, not when it would have started
+            # (a running one is cancelled by the token directly).
+            if not log.started:
+                self._send_control(Cancel(reason=reason, run_id=run_number))
 
         run_token.subscribe(cancel_queued)
 
