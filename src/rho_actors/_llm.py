@@ -25,6 +25,7 @@ import contextlib
 import email.utils
 import hashlib
 import json
+import os
 import random
 import re
 import ssl
@@ -190,6 +191,15 @@ class _Shard:
     active: int = 0
 
 
+_PROXY_VARIABLES = (
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+)
+
 # Endpoints answered in this process, without sockets, by base URL: where
 # ``rho_actors.testing.open_in_process_model`` registers its transport.
 IN_PROCESS_TRANSPORTS: dict[str, httpx2.AsyncBaseTransport] = {}
@@ -208,12 +218,17 @@ class _Provider:
         self.no_json_schema: set[str] = set()
 
     def _new_shard(self) -> _Shard:
+        transport = self._transport()
+        # The stock transport, and httpx2's transports for proxies from the
+        # environment, take the context up front; ours loads it on its first
+        # https connection (a local http endpoint never pays for the CAs).
+        needs_context = transport is None or any(os.environ.get(v) for v in _PROXY_VARIABLES)
         http = httpx2.AsyncClient(
-            verify=_shared_ssl_context(),
+            verify=_shared_ssl_context() if needs_context else True,
             timeout=_HTTP_TIMEOUT,
             limits=httpx2.Limits(max_connections=SHARD_SIZE, max_keepalive_connections=SHARD_SIZE),
             follow_redirects=True,
-            transport=self._transport(),
+            transport=transport,
         )
         client = openai.AsyncOpenAI(
             api_key=self.api_key,
@@ -240,7 +255,7 @@ class _Provider:
         if in_process is not None:
             return in_process
         if transport_choice() == "trio":
-            return TrioTransport(ssl_context=_shared_ssl_context(), max_idle=SHARD_SIZE)
+            return TrioTransport(ssl_context=_shared_ssl_context, max_idle=SHARD_SIZE)
         return None
 
     def acquire(self) -> _Shard:

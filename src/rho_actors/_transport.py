@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import h11
@@ -87,7 +87,15 @@ class _Connection:
 class TrioTransport(httpx2.AsyncBaseTransport):
     """HTTP/1.1 over trio sockets; see the module docstring."""
 
-    def __init__(self, *, ssl_context: ssl.SSLContext, max_idle: int = 64) -> None:
+    def __init__(
+        self,
+        *,
+        ssl_context: ssl.SSLContext | Callable[[], ssl.SSLContext],
+        max_idle: int = 64,
+    ) -> None:
+        # A context, or how to make one when the first https connection
+        # needs it: loading the CA bundle takes tens of milliseconds, which
+        # a plain-http endpoint (a local server) never needs to pay.
         self._ssl_context = ssl_context
         self._max_idle = max_idle
         self._idle: dict[Origin, list[_Connection]] = {}
@@ -122,7 +130,10 @@ class TrioTransport(httpx2.AsyncBaseTransport):
                 raise httpx2.ConnectError(f"cannot connect to {host}:{port}: {exc}") from exc
             stream: trio.abc.Stream = tcp
             if scheme == "https":
-                tls = trio.SSLStream(tcp, self._ssl_context, server_hostname=host)
+                context = self._ssl_context
+                if not isinstance(context, ssl.SSLContext):
+                    context = self._ssl_context = context()
+                tls = trio.SSLStream(tcp, context, server_hostname=host)
                 try:
                     await tls.do_handshake()
                 except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
