@@ -152,18 +152,21 @@ class TrioTransport(httpx2.AsyncBaseTransport):
         headers = [(k, v) for k, v in request.headers.raw]
         target = request.url.raw_path
         try:
-            parts = [
-                conn.h11.send(h11.Request(method=request.method, target=target, headers=headers))
-            ]
+            # With data passthrough h11 frames the body without copying it: a
+            # long history's body (hundreds of KiB) goes out as it is.
+            machine = conn.h11
+            events: list[Any] = [h11.Request(method=request.method, target=target, headers=headers)]
             if body:
-                parts.append(conn.h11.send(h11.Data(data=body)))
-            parts.append(conn.h11.send(h11.EndOfMessage()))
-            data = b"".join(part for part in parts if part)
+                events.append(h11.Data(data=body))
+            events.append(h11.EndOfMessage())
+            parts: list[Any] = []
+            for event in events:
+                parts += machine.send_with_data_passthrough(event) or []
         except h11.LocalProtocolError as exc:
             conn.close()
             raise httpx2.LocalProtocolError(str(exc)) from exc
         try:
-            await _send(conn, data, timeouts)
+            await _send(conn, parts, timeouts)
             event = await _next_event(conn, timeouts)
             while isinstance(event, h11.InformationalResponse):
                 event = await _next_event(conn, timeouts)
@@ -256,10 +259,14 @@ def _seconds(value: Any) -> float:
     return float(value) if value is not None else float("inf")
 
 
-async def _send(conn: _Connection, data: bytes, timeouts: dict[str, Any]) -> None:
+async def _send(conn: _Connection, parts: list[Any], timeouts: dict[str, Any]) -> None:
+    """Send the framed request: small ones in one write, a large body on its own."""
+    size = sum(len(part) for part in parts)
+    chunks = [b"".join(parts)] if size <= _RECEIVE_SIZE else [p for p in parts if len(p)]
     with trio.move_on_after(_seconds(timeouts.get("write"))) as scope:
         try:
-            await conn.stream.send_all(data)
+            for chunk in chunks:
+                await conn.stream.send_all(chunk)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise httpx2.WriteError(f"sending the request failed: {exc}") from exc
         return
