@@ -10,6 +10,7 @@ from rho_actors import (
     Agent,
     AgentEvent,
     AgentHooks,
+    CancellationToken,
     HookContext,
     RunResult,
     Session,
@@ -211,3 +212,24 @@ async def test_a_slow_on_run_end_hook_is_bounded(
         result = await Session(_agent(make_agent, hooks=[Slow()])).run("x")
     assert result.status == "error"
     assert result.error == "an on_run_end hook did not return within 2 s"
+
+
+async def test_a_token_reaches_a_slow_input_guardrail(
+    server: ScriptedServer, make_agent: Callable[..., Agent]
+) -> None:
+    async def slow_check(prompt: str) -> None:
+        await trio.sleep(30)
+
+    token = CancellationToken()
+    session = Session(_agent(make_agent, input_guardrails=[slow_check]))
+
+    async def cancel_soon() -> None:
+        await trio.sleep(0.3)
+        token.cancel("changed my mind")
+
+    with trio.fail_after(2):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(cancel_soon)
+            result = await session.run("hello", token=token)
+    assert (result.status, result.cancel_reason) == ("cancelled", "changed my mind")
+    assert server.chat_requests == []

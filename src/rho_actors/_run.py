@@ -327,7 +327,42 @@ async def execute_run(
     log: EventLog | None = None,
     output: OutputSpec | None = None,
 ) -> RunResult:
-    """Run one prompt (or resume a paused run) and return its result."""
+    """Run one prompt (or resume a paused run) and return its result.
+
+    ``token`` may be cancelled from any task of this trio run, for as long
+    as the run lasts (guardrails and ``on_run_end`` included): it cancels
+    the run's scope there and then (synchronous, idempotent), with no
+    message for the actor's control loop to wake up for: a token that
+    cancels a thousand runs costs a thousand fewer wakeups.
+    """
+    unsubscribe = token.subscribe(control.cancel) if token is not None else None
+    try:
+        return await _execute_run(
+            session,
+            prompt=prompt,
+            on_event=on_event,
+            cancel_check=cancel_check,
+            control=control,
+            settings=settings,
+            log=log,
+            output=output,
+        )
+    finally:
+        if unsubscribe is not None:
+            unsubscribe()
+
+
+async def _execute_run(
+    session: Session,
+    *,
+    prompt: str | None,
+    on_event: EventCallback | None,
+    cancel_check: Callable[[], bool] | None,
+    control: RunControl,
+    settings: Mapping[str, Any] | None,
+    log: EventLog | None,
+    output: OutputSpec | None,
+) -> RunResult:
     state = session.state
     handle_id = log.id if log is not None else None
     hooks = session._run_hooks()
@@ -393,13 +428,6 @@ async def execute_run(
         control.scope.deadline = trio.current_time() + timeout
 
     check = cancel_check or session.cancel_check
-    unsubscribe = None
-    if token is not None:
-        # The token may be cancelled from any task of this trio run: it
-        # cancels the run's scope there and then (synchronous, idempotent),
-        # without a message for the actor's control loop to wake up for: a
-        # token that cancels a thousand runs costs a thousand fewer wakeups.
-        unsubscribe = token.subscribe(control.cancel)
     try:
         with (
             span(
@@ -428,9 +456,6 @@ async def execute_run(
         with trio.move_on_after(FINAL_WRITE_TIMEOUT, shield=True):
             await _finish(session, events, totals, "cancelled", None, control)
         raise
-    finally:
-        if unsubscribe is not None:
-            unsubscribe()
     if control.scope.cancelled_caught:
         status = "cancelled"
         if control.cancel_reason is None:
