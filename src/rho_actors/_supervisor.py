@@ -20,6 +20,7 @@ survive the restart. Leaving the block stops the children gracefully
 
 from __future__ import annotations
 
+import collections
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -117,6 +118,9 @@ class Supervisor(Supervision, metaclass=NoPublicConstructor):
         # Runs started with dispatch(): every running one, and the latest
         # finished ones (for lookup and re-attaching by id).
         self._runs: dict[str, RunHandle] = {}
+        # Ids of finished runs still in _runs, oldest first: forgetting the
+        # oldest is O(1) per finished run, however many are dispatched.
+        self._finished: collections.deque[str] = collections.deque()
         # How many finished dispatched runs stay findable (each keeps its
         # session's state in memory until forgotten).
         self.remembered_runs = REMEMBERED_FINISHED_RUNS
@@ -221,9 +225,9 @@ class Supervisor(Supervision, metaclass=NoPublicConstructor):
     def _run_finished(self, handle: RunHandle, stop: Session | None) -> None:
         if stop is not None:
             stop._request_stop()
-        finished = [run_id for run_id, h in self._runs.items() if h.done()]
-        for run_id in finished[: max(0, len(finished) - self.remembered_runs)]:
-            del self._runs[run_id]
+        self._finished.append(handle.id)
+        while len(self._finished) > self.remembered_runs:
+            self._runs.pop(self._finished.popleft(), None)
 
     @property
     def runs(self) -> list[RunHandle]:
