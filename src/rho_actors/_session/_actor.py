@@ -86,6 +86,7 @@ class SessionActor:
     # instead of a per-instance dict.
     __slots__ = (
         "__weakref__",
+        "_allowed_specs",
         "_ambient",
         "_backlog",
         "_compact_due",
@@ -221,6 +222,8 @@ class SessionActor:
         self._runs: dict[str, Any] | None = None
         # The output type of a paused run, for the run that resumes it.
         self._paused_output: Any = None
+        # The profile-filtered tool specs, and what they were filtered from.
+        self._allowed_specs: tuple[Any, PermissionProfile, list[dict[str, Any]]] | None = None
         if store is not None:
             self._state.add_observer(self._journal.record)
 
@@ -331,9 +334,17 @@ class SessionActor:
     def tool_specs(self) -> list[dict[str, Any]]:
         """What the model is offered: only tools the profile allows."""
         specs = self._tools.specs()
-        if self._profile.tools is None:
+        profile = self._profile
+        if profile.tools is None:
             return specs  # built-ins are already chosen by mode; custom ones allowed
-        return [s for s in specs if self._profile.allows_tool(s["function"]["name"])]
+        # Filtered once per spec list and profile: the same list object each
+        # turn is what lets its JSON encoding be reused (see encoded_tools).
+        cached = self._allowed_specs
+        if cached is not None and cached[0] is specs and cached[1] is profile:
+            return cached[2]
+        allowed = [s for s in specs if profile.allows_tool(s["function"]["name"])]
+        self._allowed_specs = (specs, profile, allowed)
+        return allowed
 
     def schema_tokens(self) -> int:
         """About how many tokens the tool schemas add to every request.
@@ -523,6 +534,7 @@ class SessionActor:
         # Finished runs' event logs are the bulk of what a handle holds;
         # attach() replays them from the store once they are gone.
         self._runs = None
+        self._allowed_specs = None
 
     async def _reload_after_hibernation(self) -> None:
         if self._state is None and self._store is not None:
@@ -927,16 +939,7 @@ def _answer_stopped(message: SessionMessage, session_id: str, reason: str) -> No
     """Answer a request the actor will never read because it stopped for good."""
     match message:
         case Prompt():
-            if message.reply is not None:
-                message.reply.send(
-                    RunResult(
-                        text="",
-                        events=[],
-                        status="cancelled",
-                        usage={},
-                        cancel_reason=f"the session stopped before this run started ({reason})",
-                    )
-                )
+            _answer_cancelled(message, f"the session stopped before this run started ({reason})")
         case CompactRequest() | Reconfigure():
             operation = "compact" if isinstance(message, CompactRequest) else "reconfigure"
             if message.reply is not None:
