@@ -38,7 +38,7 @@ import trio
 TRANSPORT_ENV = "RHO_ACTORS_HTTP_TRANSPORT"
 TRANSPORTS = ("trio", "httpx")
 _RECEIVE_SIZE = 64 * 1024
-_DEFAULT_PORTS = {b"http": 80, b"https": 443, "http": 80, "https": 443}
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 Origin = tuple[str, str, int]
 

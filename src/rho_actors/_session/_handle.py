@@ -197,10 +197,6 @@ class RunHandle(metaclass=NoPublicConstructor):
         """The result once the run ended (None before)."""
         return self._log.result
 
-    @property
-    def events_so_far(self) -> list[AgentEvent]:
-        return self._log.events
-
     async def wait(self) -> RunResult:
         """The run's result; a failure of the machinery (the actor crashed) is raised."""
         await self._log.wait_finished()
